@@ -120,7 +120,7 @@ def _efficientnet_lite0(pretrained: bool):
     stages = OrderedDict([("stem", nn.Sequential(model.conv_stem, model.bn1))])
     for i, block in enumerate(model.blocks):
         stages[f"block{i + 1}"] = block
-    stages["head"] = nn.Sequential(model.conv_head, model.bn2)
+    stages["top"] = nn.Sequential(model.conv_head, model.bn2)
     return stages, model.classifier
 
 
@@ -169,7 +169,7 @@ def _torchvision_builder(arch: str, weights_name: str):
         stages = OrderedDict([("stem", feats[0])])
         for i, block in enumerate(feats[1:-1]):
             stages[f"block{i + 1}"] = block
-        stages["head"] = feats[-1]
+        stages["top"] = feats[-1]
         return stages, model.classifier
 
     return build

@@ -75,7 +75,10 @@ def to_rgb(image: Image.Image, background=(255, 255, 255)) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit: scale the full 0..65535 range
+        arr = np.asarray(image, dtype=np.float64) / 257.0
+        return Image.fromarray(arr.round().astype(np.uint8), "L").convert("RGB")
+    if mode in ("I", "F"):
         arr = np.asarray(image, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
@@ -469,6 +472,7 @@ def download_url(url: str, folder, md5: str | None, filename: str | None = None,
     A file already there with the right checksum is not fetched again. A partial download
     never takes the final name; a checksum mismatch deletes the download and says so.
     """
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -483,11 +487,15 @@ def download_url(url: str, folder, md5: str | None, filename: str | None = None,
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
+            written = 0
             with progress_bar(total=total, unit="B", unit_scale=True, desc=target.name, enable=progress) as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)
+                    written += len(block)
                     bar.update(len(block))
-    except (urllib.error.URLError, OSError) as err:
+            if total is not None and written < total:
+                raise OSError(f"connection closed after {written} of {total} bytes")
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
         partial.unlink(missing_ok=True)
         raise DownloadError(
             f"Cannot download {url} ({getattr(err, 'reason', err)}). Are you offline? "
@@ -582,8 +590,9 @@ def flowers102(root="~/.cache/xferlib/data", split: str = "train", transform=Non
     if split not in splits:
         raise ValueError(f"split must be one of {', '.join(splits)}, got {split!r}")
     folder = _fetch_all("flowers102", root, download)
-    ids = loadmat(folder / "setid.mat", squeeze_me=True)[splits[split]].ravel().tolist()
-    all_labels = loadmat(folder / "imagelabels.mat", squeeze_me=True)["labels"].ravel() - 1
+    # np.ravel, not .ravel(): squeeze_me turns a one-element array into a plain int
+    ids = np.ravel(loadmat(folder / "setid.mat", squeeze_me=True)[splits[split]]).tolist()
+    all_labels = np.ravel(loadmat(folder / "imagelabels.mat", squeeze_me=True)["labels"]) - 1
     paths = [folder / "jpg" / f"image_{i:05d}.jpg" for i in ids]
     labels = [int(all_labels[i - 1]) for i in ids]
     from torchvision.datasets import Flowers102

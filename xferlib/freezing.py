@@ -85,7 +85,7 @@ def trainable_table(model: nn.Module):
     parts = list(backbone.stages.named_children())
     head = getattr(model, "head", None)
     if head is not None and head is not backbone:
-        parts.append(("head (new)", head))
+        parts.append(("head", head))
     rows = []
     for name, part in parts:
         trainable, total = count_parameters(part)

@@ -247,7 +247,7 @@ def _widget(bank: Bank):
             field = w.VBox(boxes)
             read = lambda boxes=boxes: [i for i, b in enumerate(boxes) if b.value]  # noqa: E731
         else:
-            field = w.FloatText(value=None, placeholder="a number")
+            field = w.Text(value="", placeholder="a number", layout=w.Layout(width="160px"))
             read = lambda field=field: field.value  # noqa: E731
         button = w.Button(description="Check", button_style="primary", layout=w.Layout(width="90px"))
         feedback = w.HTML()

@@ -1,0 +1,40 @@
+# xfer-course: `make lab` opens the course, `make test` checks everything.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.xfer-installed
+PORT   ?= 8888
+
+.PHONY: setup lab test unit notebooks run smoke bench clean help
+
+help:
+	@echo "make lab     open the course in JupyterLab (sets everything up on first use)"
+	@echo "make test    run the whole test suite"
+	@echo "make setup   create .venv and install the kit (seconds when nothing changed)"
+	@echo "make run     execute every notebook headless, print a table of times"
+	@echo "make smoke   the same with SMOKE=True (seconds per notebook)"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.port=$(PORT)
+
+test: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env tests notebooks
+
+unit: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider tests -m "not notebook"
+
+run: $(STAMP)
+	$(PY) bench/run_notebooks.py
+
+smoke: $(STAMP)
+	$(PY) bench/run_notebooks.py --smoke
+
+clean:
+	rm -rf build .pytest_cache

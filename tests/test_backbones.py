@@ -1,0 +1,145 @@
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import xferlib as xl
+from xferlib import backbones
+
+CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+def test_registry_has_metadata_for_every_backbone():
+    table = xl.list_backbones()
+    assert {"efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large"} <= set(table.index)
+    assert table.loc["efficientnet_lite0", "offline"]
+    assert not table.loc["resnet18", "offline"]
+    for name in table.index:
+        spec = xl.get_spec(name)
+        assert spec.input_size > 0 and len(spec.mean) == 3 and len(spec.std) == 3 and spec.weights
+
+
+@pytest.mark.parametrize("name", list(backbones.REGISTRY))
+def test_metadata_matches_the_built_network(name):
+    """The counts in the registry are checked against the real architectures."""
+    model = xl.load_backbone(name, pretrained=False)
+    spec = xl.get_spec(name)
+    assert sum(p.numel() for p in model.parameters()) == spec.num_params
+    with torch.inference_mode():
+        out = model(torch.zeros(2, 3, 64, 64))
+    assert out.shape == (2, spec.num_features) == (2, model.num_features)
+    assert len(model.stage_names) >= 5 and model.stage_names[0] == "stem"
+
+
+def test_unknown_backbone_names_the_known_ones():
+    with pytest.raises(ValueError, match="resnet9000.*efficientnet_lite0"):
+        xl.load_backbone("resnet9000")
+
+
+def test_offline_weights_are_real_imagenet_weights():
+    """Photos that ship with scikit-image are recognised: the weights are not random."""
+    from skimage import data
+
+    model = xl.load_imagenet_classifier("efficientnet_lite0")
+    images = [Image.fromarray(data.coffee()), Image.fromarray(data.chelsea())]
+    x = torch.stack([model.backbone.transform(im) for im in images])
+    with torch.inference_mode():
+        top5 = model(x).topk(5).indices
+    names = [[model.classes[i] for i in row] for row in top5.tolist()]
+    assert names[0][0] == "espresso", names[0]
+    assert names[1][0] in CAT_CLASSES, names[1]
+    assert len(model.classes) == 1000
+
+
+def test_pretrained_differs_from_random_init(lite0):
+    random_init = xl.load_backbone("efficientnet_lite0", pretrained=False, image_size=64)
+    a = lite0.stages[0][0].weight
+    b = random_init.stages[0][0].weight
+    assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+def test_transform_and_feature_maps(lite0):
+    img = Image.fromarray(np.zeros((100, 80, 3), dtype=np.uint8))
+    x = lite0.transform(img)
+    assert x.shape == (3, 64, 64)
+    assert torch.allclose(x, torch.full_like(x, -1.0))  # black, normalized with mean = std = 0.5
+    maps = lite0.feature_maps(x[None], upto=3)
+    assert len(maps) == 3 and maps[0].shape[1] == 32
+
+
+def test_backbone_is_returned_in_eval_mode(lite0):
+    assert not lite0.training
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class FakeWeights:
+    def __init__(self, url):
+        self.url = url
+
+    def __str__(self):
+        return "FakeWeights.IMAGENET1K_V1"
+
+
+def test_torchvision_weights_fail_fast_and_name_the_offline_choice(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = FakeWeights(f"http://127.0.0.1:{_closed_port()}/models/resnet18-00000000.pth")
+    start = time.perf_counter()
+    with pytest.raises(xl.BackboneUnavailable, match="efficientnet_lite0") as info:
+        backbones._torchvision_state_dict(weights)
+    assert time.perf_counter() - start < 10
+    assert "resnet18-00000000.pth" in str(info.value)
+
+
+def _reachable(host: str) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(_reachable("download.pytorch.org"), reason="online: this test is about the offline case")
+def test_torchvision_backbone_offline_end_to_end(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    start = time.perf_counter()
+    with pytest.raises(xl.BackboneUnavailable, match="offline"):
+        xl.load_backbone("resnet18")
+    assert time.perf_counter() - start < 15
+
+
+def test_torchvision_backbone_loads_from_the_cache_offline(monkeypatch, tmp_path):
+    """Weights already in torchvision's cache load without any network."""
+    import torchvision.models as tvm
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    reference = tvm.resnet18(weights=None)
+    torch.nn.init.constant_(reference.conv1.weight, 0.125)
+    url = tvm.ResNet18_Weights.IMAGENET1K_V1.url
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(reference.state_dict(), cache / url.rsplit("/", 1)[-1])
+    model = xl.load_backbone("resnet18", image_size=64)
+    assert torch.all(model.stages.stem[0].weight == 0.125)
+    assert model.stage_names == ["stem", "layer1", "layer2", "layer3", "layer4"]
+
+
+def test_corrupt_cached_weights_are_named(monkeypatch, tmp_path):
+    import torchvision.models as tvm
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = tvm.ResNet18_Weights.IMAGENET1K_V1.url
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / url.rsplit("/", 1)[-1]).write_bytes(b"not a checkpoint")
+    with pytest.raises(xl.BackboneUnavailable, match="cannot be read"):
+        xl.load_backbone("resnet18")

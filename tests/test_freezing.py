@@ -1,0 +1,105 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import xferlib as xl
+
+
+def small_backbone():
+    return xl.load_backbone("efficientnet_lite0", pretrained=False, image_size=32)
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def batches(n=4, classes=3):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n * 8, 3, 32, 32, generator=g) * 2 + 1  # statistics unlike the BN buffers
+    y = torch.arange(n * 8) % classes
+    return torch.utils.data.TensorDataset(x, y)
+
+
+def test_frozen_backbone_keeps_every_tensor_while_the_head_trains():
+    model = xl.build_classifier(small_backbone(), 3)
+    xl.freeze(model.backbone)
+    before_backbone, before_head = snapshot(model.backbone), snapshot(model.head)
+    model.train()  # what a naive training loop does; frozen BatchNorm must ignore it
+    xl.fit(model, batches(), epochs=2, lr=1e-2, batch_size=8, progress=False)
+    after = snapshot(model.backbone)
+    changed = [k for k in before_backbone if not torch.equal(before_backbone[k], after[k])]
+    assert changed == []
+    assert any(not torch.equal(before_head[k], v) for k, v in model.head.state_dict().items())
+
+
+def test_requires_grad_alone_lets_batchnorm_statistics_drift():
+    """The trap in the cheatsheet's recipe, measured: no gradients, yet the buffers move."""
+    backbone = small_backbone()
+    for p in backbone.parameters():
+        p.requires_grad = False
+    before = snapshot(backbone)
+    backbone.train()
+    with torch.no_grad():
+        backbone(batches()[:][0])
+    drifted = [k for k in before if "running_mean" in k and not torch.equal(before[k], backbone.state_dict()[k])]
+    assert len(drifted) > 10
+
+
+def test_freeze_and_unfreeze_round_trip():
+    backbone = small_backbone()
+    xl.freeze(backbone)
+    assert xl.is_frozen(backbone) and xl.count_parameters(backbone)[0] == 0
+    xl.unfreeze(backbone)
+    backbone.train()
+    assert not xl.is_frozen(backbone)
+    before = snapshot(backbone)
+    with torch.no_grad():
+        backbone(batches()[:][0])
+    assert any(not torch.equal(before[k], backbone.state_dict()[k]) for k in before if "running_mean" in k)
+
+
+def test_freezing_survives_deepcopy():
+    model = xl.freeze(small_backbone())
+    clone = copy.deepcopy(model)
+    clone.train()
+    before = snapshot(clone)
+    with torch.no_grad():
+        clone(batches()[:][0])
+    assert all(torch.equal(before[k], clone.state_dict()[k]) for k in before)
+
+
+def test_freeze_stages_counts_fall_with_depth():
+    model = xl.build_classifier(small_backbone(), 5)
+    n_stages = len(model.backbone.stages)
+    counts = []
+    for n in range(n_stages + 1):
+        xl.freeze_stages(model, n)
+        counts.append(xl.count_parameters(model)[0])
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+    assert counts[-1] == sum(p.numel() for p in model.head.parameters())
+    xl.freeze_stages(model, 3)
+    for i, stage in enumerate(model.backbone.stages):
+        assert xl.is_frozen(stage) == (i < 3)
+
+
+def test_freeze_stages_rejects_out_of_range():
+    model = small_backbone()
+    with pytest.raises(ValueError, match="0..9"):
+        xl.freeze_stages(model, 10)
+    with pytest.raises(TypeError, match="stages"):
+        xl.freeze_stages(nn.Linear(2, 2), 1)
+
+
+def test_trainable_table_adds_up():
+    model = xl.build_classifier(small_backbone(), 4)
+    xl.freeze_stages(model, 4)
+    table = xl.trainable_table(model)
+    assert list(table.index[:2]) == ["stem", "block1"] and table.index[-1] == "total"
+    trainable, total = xl.count_parameters(model)
+    assert table.loc["total", "parameters"] == total
+    assert table.loc["total", "trainable"] == trainable
+    assert table.loc["stem", "trainable"] == 0 and table.loc["head", "trainable"] > 0
+    assert table.loc["stem", "BatchNorm frozen"] == table.loc["stem", "BatchNorm layers"] > 0
+    assert table.loc["head", "BatchNorm frozen"] == 0

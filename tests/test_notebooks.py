@@ -1,0 +1,62 @@
+"""Every notebook follows the course conventions and runs end to end in smoke mode.
+
+(The committed outputs are checked separately by nbval: ``pytest --nbval-lax notebooks``.)
+"""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+IDS = [p.stem for p in NOTEBOOKS]
+
+
+def cells(path):
+    return nbformat.read(path, as_version=4).cells
+
+
+def source(cell):
+    return cell.source if isinstance(cell.source, str) else "".join(cell.source)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_follows_the_conventions(path):
+    nb = cells(path)
+    intro = source(nb[0])
+    assert nb[0].cell_type == "markdown" and intro.startswith("# "), "opens with a title"
+    for heading in ("Learning objectives", "Prerequisites", "Estimated time"):
+        assert heading in intro, f"the opening cell lacks '{heading}'"
+    params = [c for c in nb if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    assert re.search(r"^SMOKE\s*=\s*False\b", source(params[0]), re.M)
+    code = [c for c in nb if c.cell_type == "code" and source(c).strip()]
+    assert any("import xferlib as xl" in source(c) for c in code)
+    assert all(c.get("execution_count") for c in code), "committed executed"
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert errors == [], "no cell shows an error"
+    assert any("# NBVAL_CHECK_OUTPUT" in source(c) for c in code), "key outputs are marked for nbval"
+    text = "\n".join(source(c) for c in nb if c.cell_type == "markdown")
+    for section in ("Summary", "Exercises", "Further reading"):
+        assert re.search(rf"^#+ .*{section}", text, re.M), f"no '{section}' section"
+    assert any(f'xl.quiz("{path.stem}")' in source(c) for c in code), "ends with its quiz"
+    assert (REPO / "quizzes" / f"{path.stem}.yml").exists()
+    solutions = sum(source(c).count("### BEGIN SOLUTION") for c in code)
+    assert solutions == sum(source(c).count("### END SOLUTION") for c in code) and solutions >= 2
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_runs_in_smoke_mode(path, tmp_path):
+    import papermill as pm
+
+    pm.execute_notebook(
+        str(path),
+        str(tmp_path / path.name),
+        parameters={"SMOKE": True},
+        cwd=str(path.parent),
+        kernel_name="python3",
+        progress_bar=False,
+    )

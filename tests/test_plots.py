@@ -1,0 +1,58 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import torch
+from torch import nn
+
+import xferlib as xl
+
+
+def labelled(fig):
+    return [(ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) for ax in fig.axes]
+
+
+def test_history_plot_has_labelled_loss_and_accuracy():
+    data = torch.utils.data.TensorDataset(torch.randn(20, 2), torch.arange(20) % 2)
+    history = xl.fit(nn.Linear(2, 2), data, data, epochs=3, progress=False)
+    fig = history.plot(title="demo")
+    (loss, acc) = fig.axes[:2]
+    assert loss.get_ylabel() == "cross-entropy loss" and acc.get_ylabel() == "accuracy"
+    assert len(loss.lines) == 2 and len(loss.lines[0].get_xdata()) == 3
+
+
+def test_confusion_matrix_counts():
+    fig = xl.plot_confusion_matrix([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"], normalize=False)
+    ax = fig.axes[0]
+    cells = np.asarray(ax.images[0].get_array())
+    assert cells.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+
+
+def test_show_images_marks_right_and_wrong(tiny_images):
+    preds = tiny_images.labels.copy()
+    preds[1] = (preds[1] + 1) % 3
+    fig = xl.show_images(tiny_images, n=4, predictions=preds, cols=4)
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    colours = [ax.title.get_color() for ax in fig.axes[:4]]
+    assert titles[0] == "red\n→ red" and colours[0] == "green" and colours[1] == "red"
+
+
+def test_embedding_plot_separates_classes():
+    rng = np.random.default_rng(0)
+    feats = np.concatenate([rng.normal(0, 0.1, (20, 8)), rng.normal(5, 0.1, (20, 8))])
+    labels = np.repeat([0, 1], 20)
+    points = xl.plots.pca_2d(feats)
+    assert abs(points[:20, 0].mean() - points[20:, 0].mean()) > 10
+    fig = xl.plot_embedding(feats, labels, ["near", "far"])
+    assert fig.axes[0].get_xlabel() == "principal component 1"
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["near", "far"]
+
+
+def test_filters_and_feature_maps(lite0):
+    fig = xl.plot_filters(lite0, n=16)
+    assert sum(bool(ax.images) for ax in fig.axes) == 16
+    maps = lite0.feature_maps(torch.zeros(1, 3, 64, 64), upto=1)[0]
+    fig = xl.plot_feature_maps(maps, n=8)
+    assert sum(bool(ax.images) for ax in fig.axes) == 8

@@ -1,0 +1,124 @@
+import pytest
+import torch
+from torch import nn
+
+import xferlib as xl
+
+
+def blobs(n=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    centers = torch.tensor([[3.0, 0.0], [-3.0, 0.0], [0.0, 3.0]])
+    x = centers[y] + torch.randn(n, 2, generator=g)
+    return torch.utils.data.TensorDataset(x, y)
+
+
+def test_fit_learns_and_reports_every_epoch():
+    model = nn.Linear(2, 3)
+    history = xl.fit(model, blobs(), blobs(seed=1), epochs=15, lr=0.1, batch_size=16, progress=False, seed=0)
+    assert len(history) == 15 and history["epoch"] == list(range(1, 16))
+    assert history[-1]["val_accuracy"] > 0.9
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history.best["val_loss"] == min(history["val_loss"])
+    assert history.seconds > 0
+    frame = history.to_frame()
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"} <= set(frame.columns)
+
+
+def test_fit_with_the_same_seed_is_repeatable():
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3))
+        runs.append(xl.fit(model, blobs(), epochs=3, lr=0.05, batch_size=8, seed=7, progress=False)["train_loss"])
+    assert runs[0] == runs[1]
+
+
+def test_early_stopping_stops_and_restores_the_best_weights():
+    torch.manual_seed(0)
+    train = blobs(12)
+    g = torch.Generator().manual_seed(5)
+    noisy_val = torch.utils.data.TensorDataset(torch.randn(60, 2, generator=g) * 4, torch.randint(0, 3, (60,), generator=g))
+    model = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 3))
+    history = xl.fit(model, train, noisy_val, epochs=60, lr=0.05, early_stopping=3, progress=False, seed=0)
+    assert len(history) < 60
+    best = history.best["val_loss"]
+    assert xl.evaluate(model, noisy_val)["loss"] == pytest.approx(best, rel=1e-4)
+
+
+def test_early_stopping_needs_validation_data():
+    with pytest.raises(ValueError, match="val"):
+        xl.fit(nn.Linear(2, 3), blobs(), epochs=2, early_stopping=2)
+
+
+def test_everything_frozen_is_a_clear_error():
+    model = xl.freeze(nn.Linear(2, 3))
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        xl.fit(model, blobs(), epochs=1)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="optimizer"):
+        xl.fit(nn.Linear(2, 3), blobs(), epochs=1, optimizer="rmsprop-ish")
+    with pytest.raises(ValueError, match="scheduler"):
+        xl.fit(nn.Linear(2, 3), blobs(), epochs=1, scheduler="sometimes")
+    with pytest.raises(TypeError, match="Dataset"):
+        xl.fit(nn.Linear(2, 3), [1, 2, 3], epochs=1)
+
+
+def test_cosine_schedule_lowers_the_learning_rate():
+    history = xl.fit(nn.Linear(2, 3), blobs(), epochs=4, lr=0.1, scheduler="cosine", progress=False)
+    lrs = history["lr"]
+    assert lrs[0] > lrs[-1] and lrs == sorted(lrs, reverse=True)
+
+
+def test_param_groups_head_body_and_discriminative():
+    model = xl.build_classifier(xl.load_backbone(pretrained=False, image_size=32), 4)
+    groups = xl.param_groups(model, lr=1e-2, body_lr=1e-3)
+    assert [g["name"] for g in groups] == ["head", "backbone"]
+    assert [g["lr"] for g in groups] == [1e-2, 1e-3]
+    staged = xl.param_groups(model, lr=1e-2, body_lr=1e-3, stage_decay=0.5)
+    names = [g["name"] for g in staged]
+    assert names == ["head", "top"] + [f"block{i}" for i in range(7, 0, -1)] + ["stem"]
+    body = staged[1:]
+    assert body[0]["lr"] == 1e-3 and body[1]["lr"] == 5e-4 and body[-1]["name"] == "stem"
+    assert sum(len(g["params"]) for g in staged) == len(list(model.parameters()))
+    xl.freeze_stages(model, 9)
+    assert [g["name"] for g in xl.param_groups(model, 1e-2, 1e-3)] == ["head"]
+
+
+def test_fit_trains_a_conv_net_in_channels_last(tiny_images):
+    model = xl.build_classifier(xl.load_backbone(pretrained=False, image_size=32), 3)
+    data = tiny_images.with_transform(xl.eval_transform("efficientnet_lite0", 32))
+    history = xl.fit(model, data, epochs=1, lr=1e-3, batch_size=8, progress=False)
+    assert len(history) == 1
+    conv = model.backbone.stages[0][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_evaluate_and_predict():
+    model = nn.Linear(2, 3)
+    data = blobs()
+    metrics = xl.evaluate(model, data)
+    logits, labels = xl.predict(model, data)
+    assert metrics["n"] == 60 and logits.shape == (60, 3) and torch.equal(labels, data.tensors[1])
+    assert metrics["accuracy"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    assert metrics["loss"] == pytest.approx(nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
+
+
+def test_predict_restores_training_mode():
+    model = nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.5))
+    model.train()
+    xl.predict(model, blobs())
+    assert model.training
+
+
+def test_build_classifier_checks_its_input():
+    with pytest.raises(ValueError, match="num_classes"):
+        xl.build_classifier(xl.load_backbone(pretrained=False), 1)
+    with pytest.raises(TypeError, match="num_features"):
+        xl.build_classifier(nn.Linear(2, 2), 3)
+
+
+def test_accuracy_spread_text():
+    assert xl.accuracy_spread([0.5, 0.7]) == "0.600 ± 0.141"
