@@ -124,6 +124,12 @@ def _efficientnet_lite0(pretrained: bool):
     return stages, model.classifier
 
 
+def _display_path(path) -> str:
+    """A path as a person would type it: the home folder shown as ~."""
+    path, home = str(path), os.path.expanduser("~")
+    return "~" + path[len(home):] if home not in ("", "/") and path.startswith(home + os.sep) else path
+
+
 def _torchvision_state_dict(weights) -> dict:
     """Weights from torchvision's cache, or downloaded; fail fast and clearly when offline."""
     from torch.hub import get_dir
@@ -134,7 +140,7 @@ def _torchvision_state_dict(weights) -> dict:
             return torch.load(cached, map_location="cpu", weights_only=True)
         except Exception as err:  # a truncated or foreign file
             raise BackboneUnavailable(
-                f"The cached weights file {cached} cannot be read ({err}); delete it and try again."
+                f"The cached weights file {_display_path(cached)} cannot be read ({err}); delete it and try again."
             ) from err
     try:  # a quick reachability check, so that an offline machine fails in seconds
         request = urllib.request.Request(weights.url, method="HEAD")
@@ -143,7 +149,7 @@ def _torchvision_state_dict(weights) -> dict:
     except (urllib.error.URLError, socket.timeout, OSError) as err:
         raise BackboneUnavailable(
             f"Cannot download {weights} from {weights.url} ({getattr(err, 'reason', err)}). "
-            f"This machine seems to be offline and the file is not in the cache ({cached}). "
+            f"This machine seems to be offline and the file is not in the cache ({_display_path(cached)}). "
             f"Use xl.load_backbone({OFFLINE_BACKBONE!r}), whose weights ship with the kit, "
             "or copy the file to that cache path."
         ) from err
