@@ -4,6 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.xfer-installed
 PORT   ?= 8888
+# Jupyter refuses to run as root unless told; containers and CI often are root.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: setup lab test unit notebooks run smoke bench clean help
 
@@ -22,7 +24,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.port=$(PORT)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.port=$(PORT) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env tests notebooks

@@ -1,0 +1,29 @@
+"""The offline target datasets do what the course says of them: ImageNet features help a
+great deal on photo_patches and much less on digits (a linear probe, 10 examples per class)."""
+
+import torch
+
+import xferlib as xl
+
+
+def probe_accuracy(backbone, train, test):
+    xl.seed_everything(0)
+    train = xl.few_shot(train.with_transform(backbone.transform), 10, seed=0)
+    feats, labels = xl.extract_features(backbone, train, progress=False)
+    test_feats, test_labels = xl.extract_features(backbone, test.with_transform(backbone.transform), progress=False)
+    head = torch.nn.Linear(backbone.num_features, len(train.classes))
+    xl.fit(head, xl.feature_dataset(feats, labels), epochs=30, lr=1e-2, progress=False, seed=0)
+    return xl.evaluate(head, xl.feature_dataset(test_feats, test_labels))["accuracy"]
+
+
+def test_imagenet_features_help_much_more_on_photos_than_on_digits(lite0):
+    random_init = xl.load_backbone(pretrained=False, image_size=64)
+    sets = {
+        "photos": (xl.data.photo_patches("train", 20), xl.data.photo_patches("test", 20)),
+        "digits": (xl.data.digits("train"), xl.few_shot(xl.data.digits("test"), 20)),
+    }
+    gain = {}
+    for name, (train, test) in sets.items():
+        gain[name] = probe_accuracy(lite0, train, test) - probe_accuracy(random_init, train, test)
+    assert gain["photos"] > 0.3, gain
+    assert gain["photos"] > gain["digits"] + 0.15, gain
