@@ -152,7 +152,36 @@ class _LabelledDataset(Dataset):
         return dict(zip(self.classes, counts.tolist()))
 
 
-class ImageFolder(_LabelledDataset):
+class FileList(_LabelledDataset):
+    """Image files with known labels (what the online loaders return), decoded on access."""
+
+    def __init__(self, paths, labels, classes, transform=None, name="files"):
+        self.paths = [Path(p) for p in paths]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes, self.transform, self.name = list(classes), transform, name
+
+    def __getitem__(self, index):
+        path = self.paths[index]
+        try:
+            image = load_image(path)
+        except Exception as err:
+            raise OSError(f"Cannot read image {path}: {err}") from err
+        return self._apply(image), int(self.labels[index])
+
+    def _fingerprint_data(self, h):
+        h.update(self.name.encode())
+        for path in self.paths:
+            try:
+                st = os.stat(path)
+                h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode())
+            except OSError:
+                h.update(f"{path}|missing".encode())
+
+    def __repr__(self):
+        return f"FileList({self.name!r}, {len(self)} images, {len(self.classes)} classes)"
+
+
+class ImageFolder(FileList):
     """Images in ``root/<class>/<file>``. See :func:`image_folder`."""
 
     def __init__(self, root, transform=None, strict: bool = False, verbose: bool = True):
@@ -163,6 +192,7 @@ class ImageFolder(_LabelledDataset):
         if not class_dirs:
             raise ValueError(f"{root} has no class sub-folders; expected {root}/<class name>/<image files>")
         self.root = root
+        self.name = str(root)
         self.transform = transform
         self.classes = [p.name for p in class_dirs]
         self.skipped: list[tuple[str, str]] = []
@@ -190,19 +220,6 @@ class ImageFolder(_LabelledDataset):
             warnings.warn(f"Left out {len(self.skipped)} file(s) under {root}:\n{listing}", stacklevel=3)
         self.paths = paths
         self.labels = np.asarray(labels, dtype=np.int64)
-
-    def __getitem__(self, index):
-        path = self.paths[index]
-        try:
-            image = load_image(path)
-        except Exception as err:  # changed on disk since the check
-            raise OSError(f"Cannot read image {path}: {err}") from err
-        return self._apply(image), int(self.labels[index])
-
-    def _fingerprint_data(self, h):
-        for path in self.paths:
-            st = os.stat(path)
-            h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode())
 
     def __repr__(self):
         return f"ImageFolder({str(self.root)!r}, {len(self)} images, {len(self.classes)} classes)"
@@ -538,31 +555,6 @@ ONLINE_SOURCES = {
         },
     },
 }
-
-
-class FileList(_LabelledDataset):
-    """Image files with known labels (what the online loaders return)."""
-
-    def __init__(self, paths, labels, classes, transform=None, name="files"):
-        self.paths = [Path(p) for p in paths]
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.classes, self.transform, self.name = list(classes), transform, name
-
-    def __getitem__(self, index):
-        path = self.paths[index]
-        try:
-            image = load_image(path)
-        except Exception as err:
-            raise OSError(f"Cannot read image {path}: {err}") from err
-        return self._apply(image), int(self.labels[index])
-
-    def _fingerprint_data(self, h):
-        h.update(self.name.encode())
-        for p in self.paths:
-            h.update(str(p).encode())
-
-    def __repr__(self):
-        return f"FileList({self.name!r}, {len(self)} images, {len(self.classes)} classes)"
 
 
 def _fetch_all(name: str, root, download: bool) -> Path:
