@@ -7,7 +7,7 @@ PORT   ?= 8888
 # Jupyter refuses to run as root unless told; containers and CI often are root.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup lab test unit notebooks run smoke bench clean help
+.PHONY: setup lab test unit run smoke student instructor clean help
 
 help:
 	@echo "make lab     open the course in JupyterLab (sets everything up on first use)"
@@ -15,6 +15,8 @@ help:
 	@echo "make setup   create .venv and install the kit (seconds when nothing changed)"
 	@echo "make run     execute every notebook headless, print a table of times"
 	@echo "make smoke   the same with SMOKE=True (seconds per notebook)"
+	@echo "make student     student editions (solutions stubbed out) in build/student/"
+	@echo "make instructor  instructor editions (with solutions) in build/instructor/"
 
 setup: $(STAMP)
 
@@ -37,6 +39,12 @@ run: $(STAMP)
 
 smoke: $(STAMP)
 	$(PY) bench/run_notebooks.py --smoke
+
+student: $(STAMP)
+	$(PY) -m xferlib.editions student notebooks build/student
+
+instructor: $(STAMP)
+	$(PY) -m xferlib.editions instructor notebooks build/instructor
 
 clean:
 	rm -rf build .pytest_cache
