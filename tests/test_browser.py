@@ -1,0 +1,170 @@
+"""A real browser opens the course in JupyterLab, runs 00_setup, and sees a quiz widget.
+
+Needs Chromium and ChromeDriver (Debian's ``chromium`` and ``chromium-driver``; ``.ci/run``
+installs them). Without them the test is skipped, unless ``XFERLIB_REQUIRE_BROWSER=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+NOTEBOOK = "00_setup.ipynb"
+
+pytestmark = pytest.mark.notebook
+
+
+def _browser_available() -> bool:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return False
+    return os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
+
+
+if not _browser_available():
+    if os.environ.get("XFERLIB_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(f"XFERLIB_REQUIRE_BROWSER=1 but Chromium/ChromeDriver/selenium are missing ({CHROMIUM}, {CHROMEDRIVER})")
+    pytest.skip("Chromium, ChromeDriver or selenium not installed", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab on a free localhost port with a random token, serving a copy of the course
+    (so autosave never touches the committed notebooks)."""
+    course = tmp_path / "course"
+    shutil.copytree(REPO / "notebooks", course / "notebooks")
+    shutil.copytree(REPO / "quizzes", course / "quizzes")
+    port, token = _free_port(), secrets.token_hex(16)
+    settings = tmp_path / "lab-settings"
+    tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text('{"windowingMode": "none"}')  # render every cell, so that all can be inspected
+    news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text('{"fetchNews": "false"}')  # offline: no news pop-up over the page
+    env = dict(os.environ, XFERLIB_DEVICE="cpu", JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+               JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
+    env.pop("MPLBACKEND", None)  # let the kernel draw inline, as for a learner
+    log = open(tmp_path / "lab.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--ServerApp.port={port}",
+         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={course / 'notebooks'}",
+         "--ServerApp.port_retries=0"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"JupyterLab exited: {(tmp_path / 'lab.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("JupyterLab did not start within 60 s")
+        yield base, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(condition, timeout: float, what: str, poll: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _click_menu(driver, *labels):
+    from selenium.webdriver.common.by import By
+
+    top = _wait(lambda: [e for e in driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel") if e.text == labels[0]],
+                30, f"the '{labels[0]}' menu")
+    top[0].click()
+    for label in labels[1:]:
+        item = _wait(lambda: [e for e in driver.find_elements(By.CSS_SELECTOR, ".lm-Menu-itemLabel") if e.text == label and e.is_displayed()],
+                     10, f"the menu item '{label}'")
+        item[0].click()
+
+
+def test_course_runs_in_jupyterlab_in_a_real_browser(lab, browser):
+    from selenium.webdriver.common.by import By
+
+    base, token = lab
+    browser.get(f"{base}/lab/tree/{NOTEBOOK}?token={token}")
+    import nbformat
+
+    cells = nbformat.read(REPO / "notebooks" / NOTEBOOK, as_version=4).cells
+    n_code = sum(c.cell_type == "code" for c in cells)
+    _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")) == len(cells), 90, "the notebook to open")
+    _wait(lambda: "Idle" in browser.find_element(By.TAG_NAME, "body").text or
+          browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']"), 90, "the kernel to start")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell")) == n_code
+    _click_menu(browser, "Run", "Run All Cells")
+
+    def finished():
+        prompts = [e.text.strip() for e in browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell .jp-InputArea-prompt")]
+        done = [p for p in prompts if p.startswith("[") and p[1:-2].isdigit()]
+        return len(prompts) == n_code and len(done) == n_code and "[*]:" not in prompts
+
+    _wait(finished, 300, "every cell to run", poll=1.0)
+    tracebacks = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.error']")]
+    assert tracebacks == [], tracebacks[:1]
+    quiz = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".xferlib-quiz"), 30, "the quiz widget to render")
+    buttons = quiz[0].find_elements(By.TAG_NAME, "button")
+    assert any(b.text == "Check" for b in buttons)
+    # answer the first question and read the feedback, as a learner would
+    quiz[0].find_elements(By.CSS_SELECTOR, "input[type='radio']")[1].click()
+    buttons[0].click()
+    _wait(lambda: "Right" in quiz[0].text, 10, "feedback on the first question")
+    browser.execute_script("arguments[0].scrollIntoView();", quiz[0])
+    shots = REPO / "build" / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(shots / "00_setup_quiz.png"))
