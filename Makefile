@@ -4,10 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.xfer-installed
 PORT   ?= 8888
+export OMP_WAIT_POLICY ?= PASSIVE
 # Jupyter refuses to run as root unless told; containers and CI often are root.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup lab test unit run smoke student instructor clean help
+.PHONY: setup lab test unit run smoke bench student instructor clean help
 
 help:
 	@echo "make lab     open the course in JupyterLab (sets everything up on first use)"
@@ -15,6 +16,7 @@ help:
 	@echo "make setup   create .venv and install the kit (seconds when nothing changed)"
 	@echo "make run     execute every notebook headless, print a table of times"
 	@echo "make smoke   the same with SMOKE=True (seconds per notebook)"
+	@echo "make bench   benchmarks against the cheatsheet's recipes, written to docs/benchmarks.md"
 	@echo "make student     student editions (solutions stubbed out) in build/student/"
 	@echo "make instructor  instructor editions (with solutions) in build/instructor/"
 
@@ -39,6 +41,9 @@ run: $(STAMP)
 
 smoke: $(STAMP)
 	$(PY) bench/run_notebooks.py --smoke
+
+bench: $(STAMP)
+	$(PY) bench/bench.py
 
 student: $(STAMP)
 	$(PY) -m xferlib.editions student notebooks build/student
