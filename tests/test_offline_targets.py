@@ -1,6 +1,7 @@
 """The offline target datasets do what the course says of them: ImageNet features help a
 great deal on photo_patches and much less on digits (a linear probe, 10 examples per class)."""
 
+import pytest
 import torch
 
 import xferlib as xl
@@ -16,7 +17,9 @@ def probe_accuracy(backbone, train, test):
     return xl.evaluate(head, xl.feature_dataset(test_feats, test_labels))["accuracy"]
 
 
-def test_imagenet_features_help_much_more_on_photos_than_on_digits(lite0):
+@pytest.mark.parametrize("init_seed", [0, 1, 2])
+def test_imagenet_features_help_much_more_on_photos_than_on_digits(lite0, init_seed):
+    xl.seed_everything(init_seed)  # the random-init baseline must not depend on test order
     random_init = xl.load_backbone(pretrained=False, image_size=64)
     sets = {
         "photos": (xl.data.photo_patches("train", 20), xl.data.photo_patches("test", 20)),
