@@ -218,6 +218,12 @@ def bench_course():
 
 
 # ---------------------------------------------------------------- report
+def _rate_section(title: str, note: str, r: dict, goal: float) -> list[str]:
+    lines = [f"## {title}", "", note, "", "| contender | images/s |", "| --- | ---: |"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in r["rate"].items()]
+    return lines + ["", f"**Ratio: {r['ratio']:.2f}x** (goal: at least {goal}x).", ""]
+
+
 def report(res: dict, repeats: int) -> str:
     lines = ["# Benchmarks", "", f"Machine: {machine()}.", "",
              f"Medians of {repeats} runs per contender, alternating in one process; backbone "
@@ -230,18 +236,12 @@ def report(res: dict, repeats: int) -> str:
                   "| route | seconds (train) | test accuracy |", "| --- | ---: | ---: |"]
         lines += [f"| {name} | {s:.1f} | {a:.3f} |" for name, (s, a) in r["rows"].items()]
         lines += ["", f"**Speed-up: {r['speedup']:.1f}x** (goal: at least 10x at no worse accuracy).", ""]
-    if "2" in res:
-        r = res["2"]
-        lines += ["## 2. Feature extraction throughput", "", f"{r['n']} images, including decoding and transforms.", "",
-                  "| contender | images/s |", "| --- | ---: |"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in r["rate"].items()]
-        lines += ["", f"**Ratio: {r['ratio']:.2f}x** (goal: at least 1.3x).", ""]
-    if "3" in res:
-        r = res["3"]
-        lines += ["## 3. One fine-tuning epoch (whole network trainable)", "", f"{r['n']} images.", "",
-                  "| contender | images/s |", "| --- | ---: |"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in r["rate"].items()]
-        lines += ["", f"**Ratio: {r['ratio']:.2f}x** (goal: at least 1.2x).", ""]
+    for key, title, note, goal in [
+        ("2", "2. Feature extraction throughput", "images, including decoding and transforms", 1.3),
+        ("3", "3. One fine-tuning epoch (whole network trainable)", "images", 1.2),
+    ]:
+        if key in res:
+            lines += _rate_section(title, f"{res[key]['n']} {note}.", res[key], goal)
     if "4" in res:
         lines += ["## 4. The whole course", "",
                   "Each notebook in its own papermill process; peak memory is the kernel's maximum resident set size "

@@ -36,7 +36,7 @@ def _check_available(device: torch.device) -> torch.device:
                 "CUDA device(s) are visible."
             )
     elif device.type == "mps" and not _mps_available():
-        raise RuntimeError(f"Device 'mps' was asked for, but Apple's MPS backend is not available here.")
+        raise RuntimeError("Device 'mps' was asked for, but Apple's MPS backend is not available here.")
     return device
 
 

@@ -90,14 +90,13 @@ def quiz_dir(root=None) -> Path:
     """Where the banks are: ``root``, else ``$XFERLIB_QUIZZES``, else a ``quizzes`` folder in
     the working directory or one of its parents (notebooks run from ``notebooks/``), else the
     one beside the installed package."""
-    candidates = []
     if root is not None:
         return Path(root)
     if os.environ.get(QUIZ_ENV):
         return Path(os.environ[QUIZ_ENV])
     here = Path.cwd()
-    candidates += [here / "quizzes", here.parent / "quizzes", here.parent.parent / "quizzes"]
-    candidates.append(Path(__file__).resolve().parent.parent / "quizzes")
+    candidates = [here / "quizzes", here.parent / "quizzes", here.parent.parent / "quizzes",
+                  Path(__file__).resolve().parent.parent / "quizzes"]
     for c in candidates:
         if c.is_dir():
             return c
