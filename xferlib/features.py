@@ -79,7 +79,7 @@ def _run(model, dataset, batch_size, device, channels_last, amp, num_workers, pr
 def extract_features(
     model: nn.Module,
     dataset,
-    batch_size: int = 64,
+    batch_size: int = 32,
     device=None,
     *,
     cache: bool | str | os.PathLike = False,

@@ -282,7 +282,7 @@ def fit(
             "lr": opt.param_groups[0]["lr"],
         }
         if val is not None:
-            metrics = evaluate(model, val, batch_size=max(batch_size, 128), device=device, channels_last=channels_last, amp=amp)
+            metrics = evaluate(model, val, batch_size=batch_size, device=device, channels_last=channels_last, amp=amp)
             row["val_loss"], row["val_accuracy"] = metrics["loss"], metrics["accuracy"]
         row["seconds"] = time.perf_counter() - start
         history.append(row)
@@ -303,7 +303,7 @@ def fit(
 
 # --------------------------------------------------------------------------- evaluate
 @torch.inference_mode()
-def predict(model: nn.Module, data, batch_size: int = 256, device=None, channels_last: bool | None = None, amp: bool = True, progress: bool | None = False):
+def predict(model: nn.Module, data, batch_size: int = 64, device=None, channels_last: bool | None = None, amp: bool = True, progress: bool | None = False):
     """``(logits [N, C], labels [N])`` for a dataset, on the CPU, in inference mode."""
     device, channels_last = _prepare(model, device, channels_last)
     was_training = model.training
@@ -320,7 +320,7 @@ def predict(model: nn.Module, data, batch_size: int = 256, device=None, channels
     return torch.cat(logits), torch.cat(labels)
 
 
-def evaluate(model: nn.Module, data, batch_size: int = 256, device=None, channels_last: bool | None = None, amp: bool = True) -> dict:
+def evaluate(model: nn.Module, data, batch_size: int = 64, device=None, channels_last: bool | None = None, amp: bool = True) -> dict:
     """Accuracy, mean cross-entropy loss and size of ``data`` under ``model``."""
     logits, labels = predict(model, data, batch_size, device, channels_last, amp)
     loss = nn.functional.cross_entropy(logits, labels).item()
