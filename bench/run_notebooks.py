@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -40,6 +41,8 @@ def run_one(path: Path, out_dir: Path, params: dict, timeout: float) -> dict:
         proc = subprocess.run(
             [sys.executable, "-c", _CHILD, str(path), str(out_dir / path.name), json.dumps(params), str(path.parent)],
             capture_output=True, text=True, timeout=timeout,
+            # passive OpenMP waiting: spinning threads fight each other on a busy 2-core machine
+            env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
         )
         result = next((json.loads(l[10:]) for l in proc.stdout.splitlines() if l.startswith("@@RESULT@@")), None)
         if result is None:

@@ -1,6 +1,9 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# OpenMP threads that spin while they wait fight each other on a busy 2-core machine (tiny nets
+# become many times slower); notebook kernels started by the tests inherit this.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 import torch

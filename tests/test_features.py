@@ -93,3 +93,14 @@ def test_head_trained_on_cached_features_learns(lite0, tiny_images):
     head = torch.nn.Linear(lite0.num_features, 3)
     history = xl.fit(head, xl.feature_dataset(feats, labels), epochs=20, lr=1e-2, progress=False, seed=0)
     assert history[-1]["train_accuracy"] == 1.0
+
+
+def test_extraction_gives_each_submodule_its_own_mode_back(lite0, tiny_images):
+    import copy
+
+    model = copy.deepcopy(lite0).train()
+    body = model.stages[0]
+    body.eval()
+    xl.extract_features(model, tiny_images.with_transform(lite0.transform))
+    assert model.training and not body.training
+    assert all(m.training for m in model.stages[-1].modules())

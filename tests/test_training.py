@@ -113,6 +113,19 @@ def test_predict_restores_training_mode():
     assert model.training
 
 
+def test_predict_gives_each_submodule_its_own_mode_back():
+    """A body held in eval mode inside a model in train mode stays that way (not all-train)."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.5))
+    model.train()
+    model[1].eval()
+    xl.predict(model, blobs())
+    assert model.training and model[0].training and not model[1].training
+    model.eval()
+    model[1].train()
+    xl.evaluate(model, blobs())
+    assert not model.training and model[1].training
+
+
 def test_build_classifier_checks_its_input():
     with pytest.raises(ValueError, match="num_classes"):
         xl.build_classifier(xl.load_backbone(pretrained=False), 1)

@@ -8,6 +8,9 @@
 """
 
 from . import data
+from . import adaptation
+from . import challenges, flashcards
+from . import text
 from .backbones import (
     Backbone,
     BackboneSpec,
@@ -31,9 +34,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backbone", "BackboneSpec", "BackboneUnavailable", "Classifier", "History", "QuizError",
-    "accuracy_spread", "build_classifier", "count_parameters", "data", "environment_report",
+    "accuracy_spread", "adaptation", "build_classifier", "challenges", "count_parameters", "data", "environment_report", "text",
     "eval_transform", "evaluate", "extract_features", "feature_dataset", "few_shot", "fit",
-    "freeze", "freeze_stages", "get_spec", "image_folder", "imagenet_classes", "is_frozen",
+    "flashcards", "freeze", "freeze_stages", "get_spec", "image_folder", "imagenet_classes", "is_frozen",
     "list_backbones", "load_backbone", "load_bank", "load_checkpoint", "load_imagenet_classifier",
     "param_groups", "pick_device", "plot_confusion_matrix", "plot_embedding", "plot_feature_maps",
     "plot_filters", "plot_history", "predict", "quiz", "sample_per_class", "save_checkpoint",

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from .training import _autocast, _loader, _prepare, _to_device, progress_bar
+from .training import _autocast, _loader, _prepare, _to_device, eval_mode, progress_bar
 
 CACHE_ENV = "XFERLIB_CACHE"
 
@@ -109,12 +109,8 @@ def extract_features(
             except Exception:  # unreadable: compute again and overwrite
                 path.unlink(missing_ok=True)
     device, channels_last = _prepare(model, device, channels_last)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         features, labels = _run(model, dataset, batch_size, device, channels_last, amp, num_workers, progress)
-    finally:
-        model.train(was_training)
     if cache:
         _save_atomic({"features": features, "labels": labels}, path)
     return features, labels

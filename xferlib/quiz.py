@@ -32,7 +32,10 @@ sys.modules[__name__].__class__ = _CallableModule
 def _parse(question, text: str):
     text = text.strip().lower()
     if question.kind == "numeric":
-        return float(text)
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
     letters = [t.strip() for t in text.replace(" ", ",").split(",") if t.strip()]
     indices = []
     for letter in letters:
@@ -47,16 +50,19 @@ def _parse(question, text: str):
 
 
 def drill(items, ask=input, out=print) -> dict[str, list[bool]]:
-    """Ask each ``(topic, question)``; return the results per topic."""
+    """Ask each ``(topic, question)``; return the results per topic (``q`` or the end of the
+    input stops early)."""
     results: dict[str, list[bool]] = defaultdict(list)
     for n, (topic, q) in enumerate(items, 1):
         out(f"\n[{n}/{len(items)}] ({topic}) {q.prompt}")
         for i, choice in enumerate(q.choices):
             out(f"   {chr(97 + i)}) {choice}")
+        out({"single": "   (one letter)", "multiple": "   (all letters that apply, e.g. a,c)", "numeric": "   (a number)"}[q.kind])
         while True:
             try:
                 text = ask("your answer (q to stop): ")
             except EOFError:
+                out(f"\n(input ended after {n - 1} of {len(items)} questions)")
                 return results
             if text.strip().lower() in ("q", "quit", "exit"):
                 return results
@@ -81,7 +87,8 @@ def report(results: dict[str, list[bool]], out=print) -> float:
     return right / total if total else 0.0
 
 
-def main(argv=None) -> int:
+def main(argv=None, ask=input) -> int:
+    """The command line; ``ask`` reads each answer (``input`` in a terminal)."""
     parser = argparse.ArgumentParser(prog="python -m xferlib.quiz", description="Drill the course's quiz banks in a terminal.")
     parser.add_argument("stems", nargs="*", help="bank names, e.g. 02_feature_extraction")
     parser.add_argument("--all", action="store_true", help="draw from every bank")
@@ -107,10 +114,11 @@ def main(argv=None) -> int:
     if args.check:
         print(f"{len(banks)} bank(s), {sum(len(b) for b in banks)} questions: all valid")
         return 0
-    items = [(bank.title, q) for bank in banks for q in bank.questions]
+    # a question's own topic when its bank gives one, else the bank's title
+    items = [(q.topic or bank.title, q) for bank in banks for q in bank.questions]
     if args.random:
         items = random.Random(args.seed).sample(items, min(args.random, len(items)))
-    results = drill(items)
+    results = drill(items, ask=ask)
     report(results)
     return 0
 

@@ -14,6 +14,7 @@ A bank is ``quizzes/<notebook-stem>.yml``::
         answer: 0.5
         tolerance: 0.01         # optional, numeric only
         explanation: ...
+        topic: BatchNorm        # optional: the terminal drill scores by topic (else by bank)
 
 ``xl.quiz("02_feature_extraction")`` renders a bank; ``python -m xferlib.quiz`` drills banks
 in a terminal.
@@ -128,6 +129,8 @@ def _parse_question(path, number: int, raw) -> Question:
     for key in ("prompt", "explanation"):
         if not isinstance(raw[key], str) or not raw[key].strip():
             _fail(path, where, f"'{key}' must be non-empty text")
+    if "topic" in raw and (not isinstance(raw["topic"], str) or not raw["topic"].strip()):
+        _fail(path, where, f"'topic' must be non-empty text, got {raw['topic']!r}")
     kind = raw["kind"]
     if kind not in KINDS:
         _fail(path, where, f"kind {kind!r} is not one of {', '.join(KINDS)}")
@@ -169,7 +172,7 @@ def _parse_question(path, number: int, raw) -> Question:
         explanation=raw["explanation"].strip(),
         choices=choices,
         tolerance=float(tolerance),
-        topic=raw.get("topic"),
+        topic=raw["topic"].strip() if "topic" in raw else None,
     )
 
 
@@ -262,15 +265,24 @@ def _widget(bank: Bank):
         items.append(w.VBox([prompt, field, w.HBox([button, feedback])], layout=w.Layout(margin="0 0 12px 0")))
     update_score()
 
-    class QuizBox(w.VBox):
+    return widget_box([w.HTML(f"<h3>Quiz: {html.escape(bank.title)}</h3>"), *items, score],
+                      text=lambda: bank_text(bank), css_class="xferlib-quiz")
+
+
+def widget_box(children, text, css_class: str):
+    """A VBox of ``children`` that front ends without widgets (a saved notebook, nbval, a
+    terminal) show as the plain text ``text()`` returns at display time."""
+    import ipywidgets as w
+
+    class TextFallbackBox(w.VBox):
         def _repr_mimebundle_(self, **kwargs):
             bundle = super()._repr_mimebundle_(**kwargs)
             if isinstance(bundle, dict):
-                bundle["text/plain"] = bank_text(bank)
+                bundle["text/plain"] = text()
             return bundle
 
-    box = QuizBox([w.HTML(f"<h3>Quiz: {html.escape(bank.title)}</h3>"), *items, score])
-    box.add_class("xferlib-quiz")
+    box = TextFallbackBox(children)
+    box.add_class(css_class)
     return box
 
 

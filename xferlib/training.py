@@ -147,6 +147,22 @@ def _autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run ``model`` in eval mode, then give every submodule back its own mode.
+
+    ``model.train(was_training)`` would not do: it sets one mode on every submodule, so a model
+    trained with a frozen body in eval mode would come back with that body in train mode.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def _prepare(model: nn.Module, device, channels_last: bool | None):
     device = pick_device(device) if not isinstance(device, torch.device) else device
     if channels_last is None:
@@ -306,17 +322,13 @@ def fit(
 def predict(model: nn.Module, data, batch_size: int = 64, device=None, channels_last: bool | None = None, amp: bool = True, progress: bool | None = False):
     """``(logits [N, C], labels [N])`` for a dataset, on the CPU, in inference mode."""
     device, channels_last = _prepare(model, device, channels_last)
-    was_training = model.training
-    model.eval()
     logits, labels = [], []
-    try:
+    with eval_mode(model):
         for x, y in progress_bar(_loader(data, batch_size, False, device), enable=progress, desc="predict"):
             with _autocast(device, amp):
                 out = model(_to_device(x, device, channels_last))
             logits.append(out.float().cpu())
             labels.append(y.cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(logits), torch.cat(labels)
 
 
