@@ -272,6 +272,14 @@ def report(res: dict, repeats: int) -> str:
         lines += ["## 5. How cost grows", "", "| images | extract s | fit head s (10 epochs) |", "| ---: | ---: | ---: |"]
         lines += [f"| {r['images']} | {r['extract_s']:.2f} | {r['fit_s']:.2f} |" for r in res["5"]["rows"]]
         lines += ["", "![extract and fit time against dataset size](benchmarks_scaling.png)", ""]
+    lines += ["## GPU", ""]
+    if (DOCS / "benchmarks_gpu.md").exists():
+        lines += ["Mixed precision and channels_last against fp32 on a GPU, and two lessons run there: "
+                  "[benchmarks_gpu.md](benchmarks_gpu.md) (`python bench/gpu_check.py` on a CUDA machine).", ""]
+    else:
+        lines += ["No GPU figures: no GPU was available where these benchmarks were run, and none are estimated. "
+                  "`python bench/gpu_check.py` on a CUDA machine measures mixed precision and channels_last against "
+                  "fp32 fine-tuning and runs two lessons there, into `docs/benchmarks_gpu.md`.", ""]
     return "\n".join(lines)
 
 

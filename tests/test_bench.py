@@ -1,0 +1,30 @@
+"""The benchmark scripts run: the GPU check on the CPU at toy sizes (its code path, not its figures)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+GPU_CHECK = REPO / "bench" / "gpu_check.py"
+
+
+def test_gpu_check_dry_run_writes_its_report(tmp_path):
+    out = tmp_path / "gpu.md"
+    proc = subprocess.run([sys.executable, str(GPU_CHECK), "--dry-run", "--no-notebooks", "--repeats", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "dry run" in text and "not a GPU figure" in text
+    rows = [line for line in text.splitlines() if line.startswith("| fp32") or line.startswith("| mixed")]
+    assert len(rows) == 4 and "| 1.00x |" in rows[0]
+    assert all(float(r.split("|")[2]) > 0 for r in rows), rows
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_gpu_check_without_a_gpu_says_so_and_writes_nothing(tmp_path):
+    out = tmp_path / "gpu.md"
+    proc = subprocess.run([sys.executable, str(GPU_CHECK), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no CUDA GPU here" in proc.stdout and not out.exists()
