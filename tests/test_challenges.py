@@ -59,11 +59,14 @@ def freeze_convolutions_only(model):
             m.weight.requires_grad = False
 
 
-@pytest.mark.parametrize("wrong, message", [
+FREEZE_HEAD_WRONG = [
     (freeze_everything, "the head's weight is frozen"),
     (freeze_convolutions_only, "still trainable, the first is bn1.weight"),
     (lambda model: 42, "return the model (or None), got a int"),
-])
+]
+
+
+@pytest.mark.parametrize("wrong, message", FREEZE_HEAD_WRONG)
 def test_freeze_head_names_the_problem(wrong, message, capsys):
     ok, out = verdict(C.freeze_head, wrong, capsys)
     assert ok is False and out.startswith("✘ Freeze all but the head") and message in out
@@ -213,6 +216,12 @@ WRONG_ANSWERS += [
 def test_a_wrong_answer_fails_with_a_message_that_names_the_problem(challenge, wrong, message, capsys):
     ok, out = verdict(challenge, wrong, capsys)
     assert ok is False and message in out, out
+
+
+def test_every_challenge_is_tried_with_at_least_two_wrong_answers():
+    tried = [C.freeze_head] * len(FREEZE_HEAD_WRONG) + [c for c, _, _ in WRONG_ANSWERS]
+    for challenge in C.ALL:
+        assert tried.count(challenge) >= 2, f"{challenge.name}: fewer than two wrong answers tested"
 
 
 def test_the_checks_download_nothing_and_reuse_their_models():
