@@ -47,6 +47,19 @@ def test_requires_grad_alone_lets_batchnorm_statistics_drift():
     assert len(drifted) > 10
 
 
+def test_a_frozen_module_with_dropout_is_a_fixed_function_in_train_mode():
+    body = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 8), nn.Dropout1d(0.3))
+    model = nn.Sequential(body, nn.Dropout(0.5), nn.Linear(8, 2))
+    xl.freeze(body)
+    model.train()
+    x = torch.randn(64, 4)
+    assert torch.equal(body(x), body(x)), "the frozen body still drops units in train mode"
+    assert not torch.equal(model(x), model(x)), "the head's own dropout must stay active"
+    xl.unfreeze(body)
+    body.train()
+    assert not torch.equal(body(x), body(x)), "unfreeze gives Dropout back to train mode"
+
+
 def test_freeze_and_unfreeze_round_trip():
     backbone = small_backbone()
     xl.freeze(backbone)

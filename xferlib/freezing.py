@@ -2,19 +2,24 @@
 
 Setting ``requires_grad = False`` stops the optimizer from changing weights, but a
 BatchNorm layer in train mode still rewrites its running mean and variance on every
-forward pass: a "frozen" backbone drifts anyway. ``freeze`` does both halves: it turns off
-gradients and pins every BatchNorm layer inside the module to inference mode, whatever
-``model.train()`` says later. ``unfreeze`` undoes both.
+forward pass: a "frozen" backbone drifts anyway, and its Dropout layers keep dropping, so
+its features change from one pass to the next. ``freeze`` does both halves: it turns off
+gradients and pins every BatchNorm and Dropout layer inside the module to inference mode,
+whatever ``model.train()`` says later. ``unfreeze`` undoes both.
 """
 
 from __future__ import annotations
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
+
+# layers whose forward pass depends on train/eval mode: a frozen module keeps them in eval mode
+_MODE_DEPENDENT = (_BatchNorm, _DropoutNd)
 
 
 def _bn_stays_in_eval(module: nn.Module, inputs):
-    """Forward pre-hook put on the BatchNorm layers of a frozen module."""
+    """Forward pre-hook put on the BatchNorm and Dropout layers of a frozen module."""
     module.training = False
 
 
@@ -23,11 +28,12 @@ def _is_frozen_bn(module: nn.Module) -> bool:
 
 
 def freeze(module: nn.Module) -> nn.Module:
-    """Freeze every parameter and BatchNorm statistic in ``module``; returns it."""
+    """Freeze every parameter and BatchNorm statistic in ``module``, and keep its BatchNorm and
+    Dropout layers in inference mode from now on; returns it."""
     for p in module.parameters():
         p.requires_grad_(False)
     for m in module.modules():
-        if isinstance(m, _BatchNorm):
+        if isinstance(m, _MODE_DEPENDENT):
             m.eval()
             if not _is_frozen_bn(m):
                 m.register_forward_pre_hook(_bn_stays_in_eval)
@@ -35,11 +41,11 @@ def freeze(module: nn.Module) -> nn.Module:
 
 
 def unfreeze(module: nn.Module) -> nn.Module:
-    """Make ``module`` trainable again, BatchNorm statistics included; returns it."""
+    """Make ``module`` trainable again, BatchNorm statistics and Dropout included; returns it."""
     for p in module.parameters():
         p.requires_grad_(True)
     for m in module.modules():
-        if isinstance(m, _BatchNorm):
+        if isinstance(m, _MODE_DEPENDENT):
             for key in [k for k, hook in m._forward_pre_hooks.items() if hook is _bn_stays_in_eval]:
                 del m._forward_pre_hooks[key]
             m.train(module.training)
