@@ -55,3 +55,22 @@ def test_no_machine_paths_in_the_project():
     pattern = re.compile(r"['\"](/(tmp|root|home|Users|work)/)")
     suspects = [p for p in REPO.glob("notebooks/*.ipynb") if pattern.search(p.read_text())]
     assert suspects == []
+
+
+def test_every_public_name_resolves_and_the_quiz_drill_starts_without_pytorch():
+    import subprocess
+    import sys
+
+    import xferlib as xl
+
+    assert all(getattr(xl, name) is not None for name in xl.__all__)
+    assert set(xl.__all__) <= set(dir(xl))
+    try:
+        xl.no_such_helper
+    except AttributeError as err:
+        assert "no_such_helper" in str(err)
+    else:
+        raise AssertionError("an unknown name must raise AttributeError")
+    code = "import sys, xferlib.quiz; xferlib.quiz.main(['--check']); assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1500:]

@@ -7,28 +7,40 @@
     history = xl.fit(head, xl.feature_dataset(feats, labels), epochs=20)
 """
 
-from . import data
-from . import adaptation
-from . import challenges, flashcards
-from . import text
-from .backbones import (
-    Backbone,
-    BackboneSpec,
-    BackboneUnavailable,
-    get_spec,
-    imagenet_classes,
-    list_backbones,
-    load_backbone,
-    load_imagenet_classifier,
-)
-from .checkpoints import load_checkpoint, save_checkpoint
-from .data import eval_transform, few_shot, image_folder, sample_per_class, stratified_split, train_transform
-from .device import environment_report, pick_device, seed_everything
-from .features import extract_features, feature_dataset
-from .freezing import count_parameters, freeze, freeze_stages, is_frozen, trainable_table, unfreeze
-from .plots import plot_confusion_matrix, plot_embedding, plot_feature_maps, plot_filters, plot_history, show_images
-from .quizzes import QuizError, load_bank, quiz
-from .training import Classifier, History, accuracy_spread, build_classifier, evaluate, fit, param_groups, predict
+import importlib
+
+# Public names and the module that holds each. They load on first use, so that
+# ``python -m xferlib.quiz`` starts in a blink instead of importing PyTorch first.
+_HOME = {
+    "backbones": ["Backbone", "BackboneSpec", "BackboneUnavailable", "get_spec", "imagenet_classes",
+                  "list_backbones", "load_backbone", "load_imagenet_classifier"],
+    "checkpoints": ["load_checkpoint", "save_checkpoint"],
+    "data": ["eval_transform", "few_shot", "image_folder", "sample_per_class", "stratified_split", "train_transform"],
+    "device": ["environment_report", "pick_device", "seed_everything"],
+    "features": ["extract_features", "feature_dataset"],
+    "freezing": ["count_parameters", "freeze", "freeze_stages", "is_frozen", "trainable_table", "unfreeze"],
+    "plots": ["plot_confusion_matrix", "plot_embedding", "plot_feature_maps", "plot_filters", "plot_history", "show_images"],
+    "quizzes": ["QuizError", "load_bank", "quiz"],
+    "training": ["Classifier", "History", "accuracy_spread", "build_classifier", "evaluate", "fit", "param_groups", "predict"],
+}
+_NAMES = {name: module for module, names in _HOME.items() for name in names}
+_SUBMODULES = {"adaptation", "challenges", "data", "flashcards", "text"}  # used as xl.<module>.<name>
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'xferlib' has no attribute {name!r}")
+    globals()[name] = value  # next time, a plain attribute
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 
