@@ -39,3 +39,21 @@ def test_the_wheelhouse_installs_what_the_kit_needs():
     for tool in ("pytest", "nbval", "papermill", "setuptools"):
         assert tool in download, f"the wheelhouse lacks {tool}"
     assert GUIDE.count("--no-index --find-links wheelhouse") >= 3
+
+
+def test_every_section_the_coverage_map_cites_exists():
+    import nbformat
+
+    coverage = (REPO / "docs" / "COVERAGE.md").read_text()
+    headings = {}
+    for stem in NOTEBOOKS:
+        cells = nbformat.read(REPO / "notebooks" / f"{stem}.ipynb", as_version=4).cells
+        headings[stem[:2]] = [line for c in cells if c.cell_type == "markdown" for line in c.source.splitlines() if line.startswith("## ")]
+    refs = re.findall(r"`(\d\d)` (§|Q)(\d+)", coverage)
+    assert len(refs) > 30
+    for lesson, kind, number in refs:
+        assert lesson in headings, f"no notebook {lesson}"
+        pattern = rf"## {number}( ·|\.)" if kind == "§" else rf"## Q{number}\."
+        assert any(re.match(pattern, h) for h in headings[lesson]), f"`{lesson}` {kind}{number} is not a section"
+    for stem in NOTEBOOKS:
+        assert f"`{stem[:2]}`" in coverage, f"{stem} is not in the coverage map"
