@@ -43,6 +43,9 @@ def test_notebook_follows_the_conventions(path):
         assert re.search(rf"^#+ .*{section}", text, re.M), f"no '{section}' section"
     assert any(f'xl.quiz("{path.stem}")' in source(c) for c in code), "ends with its quiz"
     assert (REPO / "quizzes" / f"{path.stem}.yml").exists()
+    meta = nbformat.read(path, as_version=4).metadata
+    assert "widgets" not in meta, "no stored widget state (it bloats the file; quizzes fall back to text)"
+    assert path.stat().st_size < 1_000_000, f"{path.stat().st_size / 1e6:.1f} MB: keep lessons readable on GitHub (JPEG for photos)"
     solutions = sum(source(c).count("### BEGIN SOLUTION") for c in code)
     assert solutions == sum(source(c).count("### END SOLUTION") for c in code) and solutions >= 2
 
