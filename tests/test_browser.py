@@ -1,4 +1,5 @@
-"""A real browser opens the course in JupyterLab, runs 00_setup, and sees a quiz widget.
+"""A real browser opens the course in JupyterLab, runs 00_setup and answers its quiz, and
+works through flash cards.
 
 Needs Chromium and ChromeDriver (Debian's ``chromium`` and ``chromium-driver``; ``.ci/run``
 installs them). Without them the test is skipped, unless ``XFERLIB_REQUIRE_BROWSER=1``.
@@ -83,7 +84,7 @@ def lab(tmp_path):
                 time.sleep(0.5)
         else:
             raise RuntimeError("JupyterLab did not start within 60 s")
-        yield base, token
+        yield base, token, course / "notebooks"
     finally:
         proc.terminate()
         try:
@@ -134,14 +135,14 @@ def _click_menu(driver, *labels):
         item[0].click()
 
 
-def test_course_runs_in_jupyterlab_in_a_real_browser(lab, browser):
+def _open_and_run_all(browser, base: str, token: str, notebook: Path, timeout: float = 300):
+    """Open ``notebook`` in JupyterLab, Run All Cells as a learner would, and check that every
+    cell ran and none shows an error."""
+    import nbformat
     from selenium.webdriver.common.by import By
 
-    base, token = lab
-    browser.get(f"{base}/lab/tree/{NOTEBOOK}?token={token}")
-    import nbformat
-
-    cells = nbformat.read(REPO / "notebooks" / NOTEBOOK, as_version=4).cells
+    browser.get(f"{base}/lab/tree/{notebook.name}?token={token}")
+    cells = nbformat.read(notebook, as_version=4).cells
     n_code = sum(c.cell_type == "code" for c in cells)
     _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")) == len(cells), 90, "the notebook to open")
     _wait(lambda: "Idle" in browser.find_element(By.TAG_NAME, "body").text or
@@ -154,9 +155,22 @@ def test_course_runs_in_jupyterlab_in_a_real_browser(lab, browser):
         done = [p for p in prompts if p.startswith("[") and p[1:-2].isdigit()]
         return len(prompts) == n_code and len(done) == n_code and "[*]:" not in prompts
 
-    _wait(finished, 300, "every cell to run", poll=1.0)
+    _wait(finished, timeout, "every cell to run", poll=1.0)
     tracebacks = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.error']")]
     assert tracebacks == [], tracebacks[:1]
+
+
+def _screenshot(browser, name: str):
+    shots = REPO / "build" / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(shots / name))
+
+
+def test_course_runs_in_jupyterlab_in_a_real_browser(lab, browser):
+    from selenium.webdriver.common.by import By
+
+    base, token, folder = lab
+    _open_and_run_all(browser, base, token, folder / NOTEBOOK)
     quiz = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".xferlib-quiz"), 30, "the quiz widget to render")
     buttons = quiz[0].find_elements(By.TAG_NAME, "button")
     assert any(b.text == "Check" for b in buttons)
@@ -165,6 +179,38 @@ def test_course_runs_in_jupyterlab_in_a_real_browser(lab, browser):
     buttons[0].click()
     _wait(lambda: "Right" in quiz[0].text, 10, "feedback on the first question")
     browser.execute_script("arguments[0].scrollIntoView();", quiz[0])
-    shots = REPO / "build" / "browser"
-    shots.mkdir(parents=True, exist_ok=True)
-    assert browser.save_screenshot(str(shots / "00_setup_quiz.png"))
+    _screenshot(browser, "00_setup_quiz.png")
+
+
+def test_flash_cards_work_in_a_real_browser(lab, browser):
+    """Reveal, known, not yet: the not-yet card comes back, and the counter follows."""
+    import nbformat
+    from selenium.webdriver.common.by import By
+
+    base, token, folder = lab
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import xferlib as xl\n"
+        "xl.flashcards.show([('Which layers does xl.freeze pin to eval mode?', 'BatchNorm and Dropout'),\n"
+        "                    ('Head or body: which gets the larger learning rate?', 'The head')], title='Browser check')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "flashcards_check.ipynb"
+    nbformat.write(nb, path)
+    _open_and_run_all(browser, base, token, path, timeout=120)
+    deck = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".xferlib-flashcards"), 30, "the flash cards to render")[0]
+
+    def press(label):
+        _wait(lambda: [b for b in deck.find_elements(By.TAG_NAME, "button") if b.text == label and b.is_enabled()],
+              10, f"an enabled '{label}' button")[0].click()
+
+    _wait(lambda: "0 of 2 known" in deck.text and "Which layers" in deck.text, 10, "the first card")
+    assert "BatchNorm and Dropout" not in deck.text, "the answer shows before Reveal"
+    press("Reveal")
+    _wait(lambda: "BatchNorm and Dropout" in deck.text, 10, "the answer after Reveal")
+    press("known")
+    _wait(lambda: "1 of 2 known" in deck.text and "Head or body" in deck.text, 10, "the second card")
+    press("Reveal")
+    press("not yet")
+    _wait(lambda: "2 answers so far" in deck.text and "Head or body" in deck.text and "The head" not in deck.text,
+          10, "the not-yet card to come back, unrevealed")
+    _screenshot(browser, "flashcards.png")
