@@ -83,6 +83,48 @@ def test_freezing_survives_deepcopy():
     assert all(torch.equal(before[k], clone.state_dict()[k]) for k in before)
 
 
+def bn_and_dropout(module):
+    return [m for m in module.modules() if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout))]
+
+
+def test_model_train_leaves_frozen_layers_reporting_eval_mode():
+    """The flag you read after model.train() is the mode the next forward pass runs in."""
+    body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    model = nn.Sequential(body, nn.BatchNorm2d(4))
+    xl.freeze(body)
+    model.train()
+    assert model.training and body.training, "containers follow model.train() as usual"
+    assert [m.training for m in bn_and_dropout(body)] == [False, False]
+    assert model[1].training, "an unfrozen BatchNorm outside the frozen part trains"
+    model.apply(lambda m: m.train())  # the other way loops switch modes
+    assert [m.training for m in bn_and_dropout(body)] == [False, False]
+    with pytest.raises(ValueError, match="boolean"):
+        body[1].train("yes")
+    xl.unfreeze(body)
+    model.train()
+    assert [m.training for m in bn_and_dropout(body)] == [True, True]
+    assert "train" not in body[1].__dict__, "unfreeze gives back nn.Module.train"
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "torch.save"])
+def test_a_frozen_copy_pins_its_own_layers(how, tmp_path):
+    original = xl.freeze(small_backbone())
+    if how == "deepcopy":
+        clone = copy.deepcopy(original)
+    else:
+        torch.save(original, tmp_path / "whole.pt")  # a whole-module pickle, so weights_only=False
+        clone = torch.load(tmp_path / "whole.pt", weights_only=False)
+    clone.train()
+    layers = bn_and_dropout(clone)
+    assert layers and not any(m.training for m in layers)
+    assert all(m.train.args[0] is m for m in layers if "train" in m.__dict__), "a copy must pin itself, not the original"
+    xl.unfreeze(clone)
+    clone.train()
+    assert all(m.training for m in bn_and_dropout(clone))
+    original.train()
+    assert not any(m.training for m in bn_and_dropout(original)), "unfreezing the copy leaves the original frozen"
+
+
 def test_freeze_stages_counts_fall_with_depth():
     model = xl.build_classifier(small_backbone(), 5)
     n_stages = len(model.backbone.stages)

@@ -6,9 +6,16 @@ forward pass: a "frozen" backbone drifts anyway, and its Dropout layers keep dro
 its features change from one pass to the next. ``freeze`` does both halves: it turns off
 gradients and pins every BatchNorm and Dropout layer inside the module to inference mode,
 whatever ``model.train()`` says later. ``unfreeze`` undoes both.
+
+The pin has two parts. Each pinned layer gets its own ``train`` (a ``functools.partial``, so
+the model still pickles and deep-copies) that keeps the layer in eval mode, so
+``model.train()`` leaves its ``training`` flag False and what you read is what runs. A forward
+pre-hook backs that up for code that sets ``layer.training = True`` by hand.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -23,6 +30,14 @@ def _bn_stays_in_eval(module: nn.Module, inputs):
     module.training = False
 
 
+def _pinned_train(module: nn.Module, mode: bool = True) -> nn.Module:
+    """``train`` of a pinned layer: whatever ``mode`` asks, the layer stays in eval mode."""
+    if not isinstance(mode, bool):
+        raise ValueError("training mode is expected to be boolean")
+    module.training = False
+    return module
+
+
 def _is_frozen_bn(module: nn.Module) -> bool:
     return any(hook is _bn_stays_in_eval for hook in module._forward_pre_hooks.values())
 
@@ -35,6 +50,7 @@ def freeze(module: nn.Module) -> nn.Module:
     for m in module.modules():
         if isinstance(m, _MODE_DEPENDENT):
             m.eval()
+            m.train = partial(_pinned_train, m)  # model.train() now leaves this layer in eval mode
             if not _is_frozen_bn(m):
                 m.register_forward_pre_hook(_bn_stays_in_eval)
     return module
@@ -48,6 +64,7 @@ def unfreeze(module: nn.Module) -> nn.Module:
         if isinstance(m, _MODE_DEPENDENT):
             for key in [k for k, hook in m._forward_pre_hooks.items() if hook is _bn_stays_in_eval]:
                 del m._forward_pre_hooks[key]
+            m.__dict__.pop("train", None)  # back to nn.Module.train
             m.train(module.training)
     return module
 
