@@ -3,6 +3,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -48,6 +49,31 @@ def test_embedding_plot_separates_classes():
     fig = xl.plot_embedding(feats, labels, ["near", "far"])
     assert fig.axes[0].get_xlabel() == "principal component 1"
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["near", "far"]
+
+
+def test_pca_signs_do_not_depend_on_the_machine():
+    """Mirroring the data's features must not mirror the plot: each component is turned so
+    that its largest loading is positive, whatever sign the SVD returned."""
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(50, 6)) * np.array([5.0, 3.0, 1.0, 0.5, 0.2, 0.1])
+    points = xl.plots.pca_2d(feats)
+    # The first component follows feature 0 (the widest), with a positive loading.
+    assert np.corrcoef(points[:, 0], feats[:, 0])[0, 1] > 0.9
+    assert np.corrcoef(points[:, 1], feats[:, 1])[0, 1] > 0.9
+    flipped = feats * np.array([-1.0, -1.0, 1.0, 1.0, 1.0, 1.0])
+    mirrored = xl.plots.pca_2d(flipped)
+    assert np.corrcoef(mirrored[:, 0], flipped[:, 0])[0, 1] > 0.9
+    # Same variance explained, and wide inputs (F >> N, as with TF-IDF) work too.
+    assert np.allclose(np.abs(points), np.abs(mirrored))
+    wide = xl.plots.pca_2d(rng.normal(size=(10, 3000)))
+    assert wide.shape == (10, 2) and np.isfinite(wide).all()
+    assert xl.plots.pca_2d(np.arange(5.0)[:, None]).shape == (5, 2)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(5), np.zeros((1, 4)), np.zeros((3, 0))])
+def test_pca_names_a_bad_shape(bad):
+    with pytest.raises(ValueError, match=r"shape \("):
+        xl.plots.pca_2d(bad)
 
 
 def test_filters_and_feature_maps(lite0):

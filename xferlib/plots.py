@@ -92,11 +92,27 @@ def show_images(dataset, n: int = 16, predictions=None, classes=None, mean=None,
 
 
 def pca_2d(features) -> np.ndarray:
-    """Project feature vectors onto their first two principal components."""
-    x = torch.as_tensor(np.asarray(features), dtype=torch.float64)
+    """Project feature vectors [N, F] onto their first two principal components.
+
+    The sign of a principal component is arbitrary, and LAPACK builds disagree on it, so the
+    same data could come out mirrored on another machine. Each component is turned so that
+    its largest loading is positive (as scikit-learn's PCA does): a plot in a lesson looks
+    the same on every learner's machine.
+    """
+    array = np.asarray(features)
+    if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] < 1:
+        raise ValueError(f"pca_2d needs a [N, F] array with N >= 2 rows, got shape {array.shape}")
+    x = torch.as_tensor(array, dtype=torch.float64)
     x = x - x.mean(0)
+    # The thin SVD costs O(N F min(N, F)): the smaller side sets the price.
     _, _, v = torch.linalg.svd(x, full_matrices=False)
-    return (x @ v[:2].T).numpy()
+    v = v[:2]
+    largest = v.abs().argmax(dim=1)
+    v = v * torch.sign(v[torch.arange(len(v)), largest]).unsqueeze(1)
+    points = (x @ v.T).numpy()
+    if points.shape[1] < 2:  # one feature: a flat second axis rather than a crash in the plot
+        points = np.concatenate([points, np.zeros_like(points)], axis=1)
+    return points
 
 
 def plot_embedding(features, labels, classes=None, title: str = "2-D embedding (PCA)", ax=None):
