@@ -95,21 +95,19 @@ def pca_2d(features) -> np.ndarray:
     """Project feature vectors [N, F] onto their first two principal components.
 
     The sign of a principal component is arbitrary, and LAPACK builds disagree on it, so the
-    same data could come out mirrored on another machine. Each component is turned so that
-    its largest loading is positive (as scikit-learn's PCA does): a plot in a lesson looks
-    the same on every learner's machine.
+    same data could come out mirrored on another machine. scikit-learn's ``svd_flip`` turns
+    each component so that its largest loading is positive: a plot in a lesson looks the same
+    on every learner's machine.
     """
-    array = np.asarray(features)
-    if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] < 1:
-        raise ValueError(f"pca_2d needs a [N, F] array with N >= 2 rows, got shape {array.shape}")
-    x = torch.as_tensor(array, dtype=torch.float64)
-    x = x - x.mean(0)
+    from sklearn.utils.extmath import svd_flip
+
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
+        raise ValueError(f"pca_2d needs a [N, F] array with N >= 2 rows, got shape {x.shape}")
     # The thin SVD costs O(N F min(N, F)): the smaller side sets the price.
-    _, _, v = torch.linalg.svd(x, full_matrices=False)
-    v = v[:2]
-    largest = v.abs().argmax(dim=1)
-    v = v * torch.sign(v[torch.arange(len(v)), largest]).unsqueeze(1)
-    points = (x @ v.T).numpy()
+    u, s, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    u, _ = svd_flip(u, vt, u_based_decision=False)
+    points = u[:, :2] * s[:2]
     if points.shape[1] < 2:  # one feature: a flat second axis rather than a crash in the plot
         points = np.concatenate([points, np.zeros_like(points)], axis=1)
     return points
