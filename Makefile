@@ -34,7 +34,7 @@ test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env tests notebooks
 
 unit: $(STAMP)
-	$(PY) -m pytest -p no:cacheprovider tests -m "not notebook"
+	$(PY) -m pytest -p no:cacheprovider tests -m "not notebook and not slow"
 
 run: $(STAMP)
 	$(PY) bench/run_notebooks.py

@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 GPU_CHECK = REPO / "bench" / "gpu_check.py"
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_writes_its_report(tmp_path):
     out = tmp_path / "gpu.md"
     proc = subprocess.run([sys.executable, str(GPU_CHECK), "--dry-run", "--no-notebooks", "--repeats", "1", "--out", str(out)],

@@ -7,6 +7,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 BINDER = REPO / "binder"
 
@@ -51,8 +53,14 @@ def test_binder_scripts_are_executable_and_start_hands_over():
     assert 'exec "$@"' in (BINDER / "start").read_text()
 
 
-def test_postbuild_runs_here_and_fails_gracefully_offline():
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+@pytest.mark.slow
+def test_postbuild_runs_here_and_fails_gracefully_offline(tmp_path):
+    """postBuild as Binder runs it, with every side effect kept in tmp_path: pip only does a dry
+    run (the test environment is not reinstalled) and downloads would land in a fresh home."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PIP_DRY_RUN="1", HOME=str(tmp_path), TORCH_HOME=str(tmp_path / "torch"),
+               MPLCONFIGDIR=str(tmp_path / "matplotlib"), XDG_CACHE_HOME=str(tmp_path / "cache"),
+               XFERLIB_CACHE=str(tmp_path / "xferlib"))
     proc = subprocess.run(["bash", str(BINDER / "postBuild")], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
@@ -60,6 +68,8 @@ def test_postbuild_runs_here_and_fails_gracefully_offline():
     for name in ("resnet18", "resnet50", "mobilenet_v3_large"):  # online: fetched, or skipped with a reason
         assert re.search(rf"^{name}: (weights ready|skipped, cannot download now \(.+\))$", out, re.M), out
     assert "matplotlib font cache: ready" in out
+    assert "Would install xferlib" in out + proc.stderr, "postBuild installs the kit (a dry run here)"
+    assert (tmp_path / "matplotlib").is_dir(), "the font cache was built in the test's own home"
 
 
 def test_readme_badge_opens_jupyterlab_at_the_first_lesson():

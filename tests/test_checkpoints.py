@@ -63,3 +63,29 @@ def test_failed_save_leaves_nothing_half_written(tmp_path, monkeypatch):
         xl.save_checkpoint(target, nn.Linear(2, 2))
     assert target.read_bytes() == original
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_metadata_that_would_not_load_is_refused_at_save_time(tmp_path):
+    import numpy as np
+    from pathlib import Path
+
+    model = nn.Linear(2, 2)
+    path = xl.save_checkpoint(tmp_path / "m.pt", model, accuracy=np.float64(0.875), epochs=np.int64(3),
+                              history=[{"loss": np.float32(0.5)}], mask=torch.ones(2))
+    meta = xl.load_checkpoint(path)["meta"]  # weights_only=True
+    assert meta["accuracy"] == 0.875 and type(meta["accuracy"]) is float and type(meta["epochs"]) is int
+    assert meta["history"] == [{"loss": 0.5}] and torch.equal(meta["mask"], torch.ones(2))
+    with pytest.raises(TypeError, match=r"'data_dir'.*PosixPath.*str\(path\)"):
+        xl.save_checkpoint(tmp_path / "p.pt", model, data_dir=Path("/data"))
+    with pytest.raises(TypeError, match=r"'config'\['model'\].*Linear"):
+        xl.save_checkpoint(tmp_path / "q.pt", model, config={"model": nn.Linear(1, 1)})
+    assert not (tmp_path / "p.pt").exists() and not (tmp_path / "q.pt").exists()
+
+
+def test_a_truncated_checkpoint_says_so(tmp_path):
+    good = xl.save_checkpoint(tmp_path / "good.pt", nn.Linear(64, 64))
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"cut\.pt \(\d+ bytes\) is truncated or not a checkpoint") as info:
+        xl.load_checkpoint(cut)
+    assert "Errno" not in str(info.value)

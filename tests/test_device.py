@@ -7,11 +7,26 @@ import torch
 import xferlib as xl
 
 
-def test_pick_device_defaults_to_best_available():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    if not torch.cuda.is_available() and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        expected = "mps"
-    assert xl.pick_device().type == expected
+def test_pick_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    from xferlib import device as D
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert xl.pick_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert xl.pick_device() == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert xl.pick_device() == torch.device("cpu")
+    assert D.ENV_VAR == "XFERLIB_DEVICE"
+
+
+@pytest.mark.parametrize("name", ["meta", "cpu:0x", "disk"])
+def test_devices_that_do_not_compute_are_refused_by_name(monkeypatch, name):
+    monkeypatch.setenv("XFERLIB_DEVICE", name)
+    with pytest.raises(ValueError, match=f"{name!r}.*XFERLIB_DEVICE"):
+        xl.pick_device()
+    with pytest.raises(ValueError, match="meta.*argument"):
+        xl.pick_device("meta")
 
 
 def test_environment_variable_overrides(monkeypatch):
@@ -66,3 +81,16 @@ def test_environment_report_describes_the_machine():
     assert report["device"] == str(xl.pick_device())
     assert report["cpu_count"] >= 1 and report["torch_threads"] >= 1
     assert report["memory_gib"] is None or report["memory_gib"] > 0
+
+
+def test_environment_report_shows_the_cache_and_clear_cache_empties_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("XFERLIB_CACHE", str(tmp_path))
+    entry = tmp_path / "features" / ("xl-features-" + "0" * 24 + ".pt")
+    entry.parent.mkdir()
+    entry.write_bytes(b"x" * 2**20)
+    mine = tmp_path / "features" / "notes.pt"  # not a cache entry: never touched
+    mine.write_bytes(b"keep me")
+    report = xl.environment_report()
+    assert report["cache_mib"] == 1.0 and "features" not in report["cache_dir"]
+    assert xl.clear_cache() == 1
+    assert not entry.exists() and mine.exists() and xl.environment_report()["cache_mib"] == 0.0

@@ -12,7 +12,7 @@ import pytest
 import xferlib as xl
 from xferlib import flashcards as F
 
-cli = importlib.import_module("xferlib.quiz")
+cli = importlib.import_module("xferlib.quizzes")
 REPO = Path(__file__).resolve().parent.parent
 PAIRS = [("Q one?", "A one."), ("Q two?", "A two."), ("Q three?", "A three.")]
 
@@ -38,7 +38,7 @@ questions:
     topic: PEFT
   - prompt: A question without a topic
     kind: single
-    choices: [yes, no]
+    choices: ['yes', 'no']
     answer: 0
     explanation: Scored under the bank's title.
 """
@@ -149,10 +149,10 @@ def test_mock_interview_scores_by_topic(bank_root, capsys):
 
 
 def test_mock_interview_command_line_on_every_course_bank():
-    """`python -m xferlib.quiz --all --random 10` with answers on stdin: a letter, or a number
+    """`python -m xferlib.quizzes --all --random 10` with answers on stdin: a letter, or a number
     when a letter is refused, so every question gets an answer whatever the draw."""
     stdin = "a\n1\n" * 15
-    run = subprocess.run([sys.executable, "-m", "xferlib.quiz", "--all", "--random", "10", "--seed", "0"],
+    run = subprocess.run([sys.executable, "-m", "xferlib.quizzes", "--all", "--random", "10", "--seed", "0"],
                          input=stdin, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert run.returncode == 0, run.stderr
     out = run.stdout

@@ -57,20 +57,74 @@ def test_no_machine_paths_in_the_project():
     assert suspects == []
 
 
-def test_every_public_name_resolves_and_the_quiz_drill_starts_without_pytorch():
+PACKAGE = REPO / "xferlib"
+ALIASES = {"quiz"}  # ``python -m xferlib.quiz``: a command alias, never imported
+
+
+def _imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """``(xferlib module, names, line)`` for every import of a sibling module in ``path``,
+    at any depth (imports inside functions count: they close circles too)."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.append((node.module.split(".")[0], [a.name for a in node.names], node.lineno))
+            elif node.level == 0 and (node.module or "").startswith("xferlib."):
+                found.append((node.module.split(".")[1], [a.name for a in node.names], node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name.split(".")[1], [], node.lineno) for a in node.names if a.name.startswith("xferlib.")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    borrowed = [f"{path.name}:{line} takes {name} from {module}"
+                for path in sorted(PACKAGE.glob("*.py")) for module, names, line in _imports(path)
+                for name in names if name.startswith("_")]
+    assert borrowed == []
+
+
+def test_the_modules_import_each_other_without_a_circle():
+    import graphlib
+
+    graph = {path.stem: {m for m, _, _ in _imports(path) if m != path.stem} for path in PACKAGE.glob("*.py")}
+    graph.pop("__init__")
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as err:
+        raise AssertionError(f"import circle: {' -> '.join(err.args[1])}") from None
+    assert order.index("storage") < order.index("features") and order.index("device") < order.index("training")
+    assert "backbones" not in graph["data"], "data reads the model's config through a spec, never the reverse"
+
+
+def test_every_module_and_public_name_resolves_in_a_fresh_interpreter():
+    """``xl.plots`` and friends must work on first use, not only after another import."""
     import subprocess
     import sys
 
+    modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__" and p.stem not in ALIASES)
+    code = (
+        "import xferlib as xl, types\n"
+        f"for m in {modules!r}:\n"
+        "    assert isinstance(getattr(xl, m), types.ModuleType), m\n"
+        "for name in xl.__all__:\n"
+        "    assert getattr(xl, name) is not None, name\n"
+        "assert callable(xl.quiz) and sorted(set(dir(xl)) & set(xl.__all__)) == sorted(xl.__all__)\n"
+        "try:\n    xl.no_such_helper\nexcept AttributeError as err:\n    assert 'no_such_helper' in str(err)\n"
+        "else:\n    raise SystemExit('an unknown name must raise AttributeError')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     import xferlib as xl
 
-    assert all(getattr(xl, name) is not None for name in xl.__all__)
-    assert set(xl.__all__) <= set(dir(xl))
-    try:
-        xl.no_such_helper
-    except AttributeError as err:
-        assert "no_such_helper" in str(err)
-    else:
-        raise AssertionError("an unknown name must raise AttributeError")
-    code = "import sys, xferlib.quiz; xferlib.quiz.main(['--check']); assert 'torch' not in sys.modules, 'torch imported'"
+    assert set(modules) <= set(xl.__all__), "every module is part of the one name list"
+
+
+def test_the_quiz_drill_starts_without_pytorch():
+    import subprocess
+    import sys
+
+    code = "import sys, xferlib.quizzes; xferlib.quizzes.main(['--check']); assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-1500:]

@@ -1,14 +1,13 @@
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 import xferlib as xl
-import importlib
-
-cli = importlib.import_module("xferlib.quiz")
 from xferlib import quizzes as Q
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +36,7 @@ questions:
 
 def write(tmp_path, text, name="demo"):
     path = tmp_path / f"{name}.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))
     return path
 
@@ -59,7 +59,7 @@ def test_a_good_bank_loads(tmp_path):
         ("    answer: [0, 2]", "    answer: 2", r"question 2.*non-empty list"),
         ("    kind: single", "    kind: essay", r"question 1.*kind 'essay'"),
         ("    explanation: One thousand.", "    explanation: ''", r"question 3.*'explanation' must be non-empty"),
-        ("    answer: 1000", "    answer: lots", r"question 3.*must be a number"),
+        ("    answer: 1000", "    answer: lots", r"question 3.*must be a finite number"),
         ("    tolerance: 0", "    tolerance: -1", r"question 3.*tolerance"),
         ("    answer: 1\n", "    answer: 1\n    hint: none\n", r"question 1.*unknown key\(s\) hint"),
         ("[The whole network, Only the new head, Only BatchNorm]", "[Same, Same]", r"question 1.*same"),
@@ -101,11 +101,14 @@ def test_quiz_prints_text_outside_a_kernel(tmp_path, capsys):
     assert "Quiz: Demo bank (3 questions)" in capsys.readouterr().out
 
 
-def test_xl_quiz_stays_callable_after_the_cli_module_is_imported(tmp_path, capsys):
+def test_importing_the_old_command_module_is_refused_and_xl_quiz_stays_a_function(tmp_path, capsys):
     import xferlib
 
+    with pytest.raises(ImportError, match=r"xl\.quiz is the function.*python -m xferlib\.quizzes"):
+        import xferlib.quiz  # noqa: F401
+    assert "xferlib.quiz" not in sys.modules
     write(tmp_path, GOOD)
-    xferlib.quiz("demo", root=tmp_path)  # may now be the module itself
+    xferlib.quiz("demo", root=tmp_path)
     assert "Quiz: Demo bank" in capsys.readouterr().out
 
 
@@ -136,10 +139,10 @@ def test_terminal_drill_scores_by_topic(tmp_path):
     bank = xl.load_bank(write(tmp_path, GOOD))
     answers = iter(["zz", "b", "a", "1000"])
     lines = []
-    results = cli.drill([(bank.title, q) for q in bank.questions], ask=lambda _: next(answers), out=lines.append)
+    results = Q.drill([(bank.title, q) for q in bank.questions], ask=lambda _: next(answers), out=lines.append)
     assert results == {"Demo bank": [True, False, True]}
     assert any("try again" in l for l in lines)
-    assert cli.report(results, out=lines.append) == pytest.approx(2 / 3)
+    assert Q.report(results, out=lines.append) == pytest.approx(2 / 3)
     assert "Total: 2/3 (67%)" in lines[-1]
 
 
@@ -147,7 +150,7 @@ def test_command_line_drill_and_check(tmp_path):
     write(tmp_path, GOOD)
     write(tmp_path, GOOD.replace("Demo bank", "Second bank"), "second")
     run = lambda *args, stdin="": subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "xferlib.quiz", "--root", str(tmp_path), *args], input=stdin, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "xferlib.quizzes", "--root", str(tmp_path), *args], input=stdin, capture_output=True, text=True, timeout=60
     )
     out = run("demo", stdin="b\na,c\n1000\n")
     assert out.returncode == 0 and "Total: 3/3 (100%)" in out.stdout
@@ -157,6 +160,126 @@ def test_command_line_drill_and_check(tmp_path):
     write(tmp_path, GOOD.replace("answer: 1\n", "answer: 9\n"), "third")
     out = run("--check")
     assert out.returncode == 2 and "third.yml, question 1" in out.stderr
+
+
+def test_old_command_still_works_as_an_alias(tmp_path):
+    write(tmp_path, GOOD)
+    out = subprocess.run([sys.executable, "-m", "xferlib.quiz", "--root", str(tmp_path), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1 bank(s), 3 questions: all valid"
+
+
+# --------------------------------------------------------------------------- regressions
+def test_a_bank_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin.yml"
+    path.write_bytes(textwrap.dedent(GOOD).replace("Demo bank", "Démo").encode("latin-1"))
+    with pytest.raises(xl.QuizError, match=r"latin\.yml: not UTF-8 text"):
+        xl.load_bank(path)
+
+
+@pytest.mark.parametrize(
+    "old, new, key, line",
+    [
+        ("    answer: 1\n", "    answer: 1\n    answer: 2\n", "answer", 8),
+        ("title: Demo bank\n", "title: Demo bank\ntitle: Other bank\n", "title", 3),
+    ],
+)
+def test_a_key_given_twice_is_refused(tmp_path, old, new, key, line):
+    path = write(tmp_path, GOOD.replace(old, new, 1), "dup")
+    with pytest.raises(xl.QuizError, match=rf"dup\.yml, line {line}: the key '{key}' appears twice"):
+        xl.load_bank(path)
+
+
+def test_the_strict_loader_is_still_safe_and_allows_merge_keys():
+    text = "base: &b {a: 1}\nchild:\n  <<: *b\n  a: 2\n"
+    assert yaml.load(text, Loader=Q._StrictLoader)["child"] == {"a": 2}
+    with pytest.raises(yaml.YAMLError):
+        yaml.load("x: !!python/object/apply:os.getcwd []\n", Loader=Q._StrictLoader)
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("    answer: 1000", "    answer: .nan"),
+        ("    answer: 1000", "    answer: .inf"),
+        ("    tolerance: 0", "    tolerance: .inf"),
+        ("    tolerance: 0", "    tolerance: .nan"),
+    ],
+)
+def test_non_finite_numbers_are_refused(tmp_path, old, new):
+    path = write(tmp_path, GOOD.replace(old, new, 1), "nan")
+    with pytest.raises(xl.QuizError, match=r"nan\.yml, question 3.*finite number"):
+        xl.load_bank(path)
+
+
+@pytest.mark.parametrize("choices", ["[yes, no]", "[On, Off, maybe]", "[~, something]"])
+def test_boolean_and_null_choices_must_be_quoted(tmp_path, choices):
+    text = GOOD.replace("[The whole network, Only the new head, Only BatchNorm]", choices, 1).replace("answer: 1\n", "answer: 0\n", 1)
+    path = write(tmp_path, text, "yesno")
+    with pytest.raises(xl.QuizError, match=r"yesno\.yml, question 1.*put it in quotes, e\.g\. 'yes'"):
+        xl.load_bank(path)
+    xl.load_bank(write(tmp_path, text.replace(choices, "['yes', 'no', '~']"), "quoted"))  # quoted, they load
+
+
+@pytest.mark.parametrize("value", ["-3", "0", "many"])
+def test_command_line_refuses_a_bad_random_count(tmp_path, capsys, value):
+    write(tmp_path, GOOD)
+    with pytest.raises(SystemExit) as info:
+        Q.main(["--root", str(tmp_path), "demo", "--random", value], ask=pytest.fail)
+    assert info.value.code == 2
+    assert "--random: expected a whole number of at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "gone",
+    [EOFError(), ValueError("I/O operation on closed file."), OSError("I/O operation on closed file"),
+     RuntimeError("input(): lost sys.stdin")],
+    ids=["eof", "closed-value", "closed-os", "lost-stdin"],
+)
+def test_command_line_ends_cleanly_when_stdin_closes(tmp_path, capsys, gone):
+    write(tmp_path, GOOD)
+    answers = iter(["b"])
+
+    def ask(_):
+        try:
+            return next(answers)
+        except StopIteration:
+            raise gone from None
+
+    assert Q.main(["--root", str(tmp_path), "demo"], ask=ask) == 0
+    out = capsys.readouterr().out
+    assert "(input ended after 1 of 3 questions)" in out and "Total: 1/1 (100%)" in out
+
+
+def test_ctrl_c_shows_the_score_so_far_and_exits_130(tmp_path, capsys):
+    write(tmp_path, GOOD)
+    answers = iter(["b", "a"])
+
+    def ask(_):
+        try:
+            return next(answers)
+        except StopIteration:
+            raise KeyboardInterrupt from None
+
+    try:
+        status = Q.main(["--root", str(tmp_path), "demo"], ask=ask)
+    except KeyboardInterrupt:  # left uncaught, it would stop the whole test run
+        pytest.fail("Ctrl-C escaped main() as a traceback")
+    assert status == 130
+    out = capsys.readouterr().out
+    assert "(stopped)" in out and "Score by topic:" in out and "Total: 1/2 (50%)" in out
+
+
+@pytest.mark.parametrize("stem", ["../secret", "sub/demo", "SECRET_ABS", "..", "sub\\demo"])
+def test_a_stem_must_be_a_plain_name_in_the_quiz_folder(tmp_path, stem):
+    root = tmp_path / "quizzes"
+    write(root / "sub", GOOD, "demo")      # banks a stem could reach today if paths were allowed
+    write(tmp_path, GOOD, "secret")
+    stem = str(tmp_path / "secret") if stem == "SECRET_ABS" else stem
+    with pytest.raises(xl.QuizError, match=re.escape(repr(stem)) + " is not a bank name"):
+        xl.load_bank(stem, root=root)
+    assert xl.load_bank(tmp_path / "secret.yml").title == "Demo bank"  # an explicit .yml path still loads
 
 
 @pytest.mark.parametrize("path", BANKS, ids=[p.stem for p in BANKS])

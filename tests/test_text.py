@@ -139,7 +139,7 @@ def test_a_string_is_refused(encoder):
 
 def test_cache_hit_returns_equal_tensors(encoder, tmp_path, monkeypatch):
     first = T.encode_texts(encoder, SENTENCES, cache=tmp_path)
-    files = list(tmp_path.glob("text-*.pt"))
+    files = list(tmp_path.glob("xl-text-*.pt"))
     assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
 
     def boom(*args, **kwargs):
@@ -151,7 +151,7 @@ def test_cache_hit_returns_equal_tensors(encoder, tmp_path, monkeypatch):
     monkeypatch.undo()
     changed = SENTENCES[:-1] + [SENTENCES[-1] + "!"]
     T.encode_texts(encoder, changed, cache=tmp_path)
-    assert len(list(tmp_path.glob("text-*.pt"))) == 2
+    assert len(list(tmp_path.glob("xl-text-*.pt"))) == 2
 
 
 def test_cache_key_follows_texts_order_weights_and_batch(encoder):
@@ -175,7 +175,7 @@ def test_cache_key_follows_texts_order_weights_and_batch(encoder):
 def test_default_cache_folder_and_unreadable_file(encoder, tmp_path, monkeypatch):
     monkeypatch.setenv("XFERLIB_CACHE", str(tmp_path))
     first = T.encode_texts(encoder, SENTENCES[:2], cache=True)
-    (path,) = (tmp_path / "features").glob("text-*.pt")
+    (path,) = (tmp_path / "features").glob("xl-text-*.pt")
     path.write_bytes(b"garbage")
     again = T.encode_texts(encoder, SENTENCES[:2], cache=True)
     assert torch.allclose(first, again, atol=1e-6)

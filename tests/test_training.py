@@ -135,3 +135,95 @@ def test_build_classifier_checks_its_input():
 
 def test_accuracy_spread_text():
     assert xl.accuracy_spread([0.5, 0.7]) == "0.600 ± 0.141"
+
+
+# --------------------------------------------------------------------------- bad input stops early
+def test_a_loss_that_turns_nan_stops_with_the_epoch_and_batch():
+    x, y = blobs().tensors
+    x = x.clone()
+    x[45] = float("nan")  # one bad input: sample 45 is in some batch of epoch 1
+    model = nn.Linear(2, 3)
+    with pytest.raises(xl.training.TrainingDiverged, match=r"epoch 1, batch \d+ of 4.*lower learning rate.*NaN"):
+        xl.fit(model, (x, y), epochs=2, batch_size=16, progress=False, seed=0)
+    assert torch.isfinite(model.weight).all(), "the step with the NaN loss must not have been taken"
+
+
+def test_a_learning_rate_that_explodes_is_caught():
+    model = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 3))
+    with pytest.raises(FloatingPointError, match="epoch"):
+        xl.fit(model, blobs(), epochs=30, lr=1e12, optimizer="sgd", progress=False, seed=0)
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (torch.tensor([0, 1, 2, 5] * 15), r"label\(s\) \[5\].*3 outputs.*0\.\.2"),
+        (torch.tensor([0, 1, -1, 2] * 15), r"label\(s\) \[-1\]"),
+        (torch.tensor([0.0, 1.0, 2.0, 1.5] * 15), r"float32.*whole-number"),
+    ],
+)
+def test_labels_the_head_cannot_use_are_named_before_training(labels, message):
+    x = torch.randn(60, 2)
+    model = nn.Linear(2, 3)
+    before = model.weight.detach().clone()
+    with pytest.raises(ValueError, match=message):
+        xl.fit(model, (x, labels), epochs=1, batch_size=16, progress=False)
+    assert torch.equal(model.weight, before), "no step may be taken with bad labels"
+
+
+def test_a_custom_loss_may_take_float_targets():
+    x = torch.randn(32, 2)
+    target = torch.randn(32, 3)
+    model = nn.Linear(2, 3)
+    history = xl.fit(model, (x, target), epochs=2, loss_fn=nn.MSELoss(), progress=False)
+    assert len(history) == 2 and history[-1]["train_loss"] > 0
+
+
+def test_a_batchnorm_head_survives_a_last_batch_of_one():
+    x, y = blobs(33).tensors  # 33 = 2 x 16 + 1
+    model = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    history = xl.fit(model, (x, y), epochs=2, batch_size=16, progress=False, seed=0)
+    assert len(history) == 2
+    with pytest.raises(ValueError, match="One training example"):
+        xl.fit(model, (x[:1], y[:1]), epochs=1, batch_size=16, progress=False)
+
+
+def test_restore_best_without_early_stopping_and_its_default():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(5)
+    noisy_val = torch.utils.data.TensorDataset(torch.randn(60, 2, generator=g) * 4, torch.randint(0, 3, (60,), generator=g))
+
+    def run(**kwargs):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 3))
+        history = xl.fit(model, blobs(12), noisy_val, epochs=25, lr=0.05, progress=False, seed=0, **kwargs)
+        return history, xl.evaluate(model, noisy_val)["loss"]
+
+    history, restored = run(restore_best=True)
+    assert restored == pytest.approx(history.best["val_loss"], rel=1e-4)
+    history, last = run()  # default: no early stopping, so the last epoch's weights stay
+    assert last == pytest.approx(history[-1]["val_loss"], rel=1e-4) and last != pytest.approx(history.best["val_loss"])
+    with pytest.raises(ValueError, match="restore_best needs validation"):
+        xl.fit(nn.Linear(2, 3), blobs(), epochs=1, restore_best=True)
+
+
+def test_the_validation_loss_is_the_training_loss_function():
+    def scaled(out, y):
+        return 10 * nn.functional.cross_entropy(out, y)
+
+    model = nn.Linear(2, 3)
+    history = xl.fit(model, blobs(), blobs(seed=1), epochs=1, loss_fn=scaled, progress=False)
+    plain = xl.evaluate(model, blobs(seed=1))["loss"]
+    assert history[-1]["val_loss"] == pytest.approx(10 * plain, rel=1e-5)
+    assert xl.evaluate(model, blobs(seed=1), loss_fn=scaled)["loss"] == pytest.approx(10 * plain, rel=1e-5)
+
+
+def test_fit_reads_as_named_steps():
+    """The loop a learner reads: optimizer, scheduler, one epoch, evaluation, each usable alone."""
+    model = nn.Linear(2, 3)
+    opt = xl.training.make_optimizer(xl.param_groups(model, 0.1), "sgd", lr=0.1)
+    loader = xl.training.make_loader(blobs(), 16, torch.device("cpu"), shuffle=True, seed=0)
+    first = xl.training.train_one_epoch(model, loader, opt, nn.CrossEntropyLoss(), torch.device("cpu"))
+    for _ in range(5):
+        last = xl.training.train_one_epoch(model, loader, opt, nn.CrossEntropyLoss(), torch.device("cpu"))
+    assert last["train_loss"] < first["train_loss"] and 0 <= last["train_accuracy"] <= 1

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
+from .storage import display_path
+
 OFFLINE_BACKBONE = "efficientnet_lite0"
 
 
@@ -169,12 +171,6 @@ def _efficientnet_lite0(pretrained: bool):
     return stages, model.classifier
 
 
-def _display_path(path) -> str:
-    """A path as a person would type it: the home folder shown as ~."""
-    path, home = str(path), os.path.expanduser("~")
-    return "~" + path[len(home):] if home not in ("", "/") and path.startswith(home + os.sep) else path
-
-
 def _torchvision_state_dict(weights) -> dict:
     """Weights from torchvision's cache, or downloaded; fail fast and clearly when offline."""
     from torch.hub import get_dir
@@ -185,7 +181,7 @@ def _torchvision_state_dict(weights) -> dict:
             return torch.load(cached, map_location="cpu", weights_only=True)
         except Exception as err:  # a truncated or foreign file
             raise BackboneUnavailable(
-                f"The cached weights file {_display_path(cached)} cannot be read ({err}); delete it and try again."
+                f"The cached weights file {display_path(cached)} cannot be read ({err}); delete it and try again."
             ) from err
     try:  # a quick reachability check, so that an offline machine fails in seconds
         request = urllib.request.Request(weights.url, method="HEAD")
@@ -194,7 +190,7 @@ def _torchvision_state_dict(weights) -> dict:
     except (urllib.error.URLError, socket.timeout, OSError) as err:
         raise BackboneUnavailable(
             f"Cannot download {weights} from {weights.url} ({getattr(err, 'reason', err)}). "
-            f"This machine seems to be offline and the file is not in the cache ({_display_path(cached)}). "
+            f"This machine seems to be offline and the file is not in the cache ({display_path(cached)}). "
             f"Use xl.load_backbone({OFFLINE_BACKBONE!r}), whose weights ship with the kit, "
             "or copy the file to that cache path."
         ) from err

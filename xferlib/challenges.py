@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+from .freezing import BATCHNORM
 from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = ["ALL", "Challenge", "Wrong", "feature_loop", "fix_recipe", "freeze_head", "param_groups", "replace_head"]
@@ -88,7 +88,7 @@ def _prototype(arch: str, num_classes: int = 1000) -> nn.Module:
         torch.manual_seed(0)
         model = getattr(tvm, arch)(weights=None, num_classes=num_classes)
     for m in model.modules():
-        if isinstance(m, _BatchNorm):
+        if isinstance(m, BATCHNORM):
             m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
             m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
     return model

@@ -2,19 +2,24 @@
 
 ``pick_device`` chooses CUDA, then Apple's MPS, then the CPU. The ``XFERLIB_DEVICE``
 environment variable overrides the choice (``cpu``, ``cuda``, ``cuda:1``, ``mps``), so a
-workshop can pin every participant to the CPU without editing a notebook.
+workshop can pin every participant to the CPU without editing a notebook. ``place``,
+``to_device`` and ``autocast`` put a model and its batches there, in the memory format and
+precision that run fastest (used by training and features).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import random
 
 import numpy as np
 import torch
+from torch import nn
 
 ENV_VAR = "XFERLIB_DEVICE"
+COMPUTE_TYPES = ("cpu", "cuda", "mps")
 
 
 def _mps_available() -> bool:
@@ -56,12 +61,50 @@ def pick_device(prefer: str | torch.device | None = None) -> torch.device:
             raise ValueError(
                 f"{wanted!r} (from the {source}) is not a device name; use cpu, cuda, cuda:N or mps"
             ) from err
+        if device.type not in COMPUTE_TYPES:
+            source = "argument" if prefer is not None else f"{ENV_VAR} variable"
+            raise ValueError(
+                f"{wanted!r} (from the {source}) is not a device xferlib computes on; use cpu, cuda, cuda:N or mps"
+            )
         return _check_available(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def has_conv(model: nn.Module) -> bool:
+    """True when ``model`` holds a 2-d convolution (and so runs faster in channels_last)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def place(model: nn.Module, device=None, channels_last: bool | None = None) -> tuple[torch.device, bool]:
+    """Move ``model`` to ``device`` (see :func:`pick_device`), in channels_last memory format
+    for convolutional networks unless told otherwise; returns ``(device, channels_last)``."""
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    if channels_last is None:
+        channels_last = has_conv(model)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return device, channels_last
+
+
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """A batch on ``device`` (copied asynchronously to a GPU), image batches in channels_last."""
+    x = x.to(device, non_blocking=device.type == "cuda")
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
 
 
 def seed_everything(seed: int = 0, deterministic: bool = False) -> int:
@@ -94,8 +137,11 @@ def _total_memory_gib() -> float | None:
 
 
 def environment_report() -> dict:
-    """A dictionary describing this machine: versions, device, threads, memory, GPU."""
+    """A dictionary describing this machine: versions, device, threads, memory, GPU, and the
+    feature cache (folder and size; ``xl.clear_cache()`` empties it)."""
     import torchvision
+
+    from .storage import cache_dir, cache_size, display_path
 
     device = pick_device()
     memory = _total_memory_gib()
@@ -110,6 +156,8 @@ def environment_report() -> dict:
         "memory_gib": round(memory, 1) if memory else None,
         "gpu": None,
         "gpu_memory_gib": None,
+        "cache_dir": display_path(cache_dir()),
+        "cache_mib": round(cache_size() / 2**20, 1),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

@@ -1,16 +1,16 @@
 """Run a frozen backbone once over a dataset and keep the feature vectors.
 
 Feature extraction is the cheap half of transfer learning: the backbone never changes,
-so there is no reason to run it every epoch. ``extract_features`` runs it once, in
-inference mode, batched, in channels_last for convolutional networks, and can keep the
-result in an on-disk cache keyed by the model's weights, the data and the transform.
+so there is no reason to run it every epoch. ``extract_features`` runs it once through
+:func:`xferlib.training.predict` (inference mode, batched, channels_last for convolutional
+networks) and can keep the result in the on-disk cache (:mod:`xferlib.storage`), keyed by
+the model's weights, the data's content and its transform.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +18,13 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from .training import _autocast, _loader, _prepare, _to_device, eval_mode, progress_bar
-
-CACHE_ENV = "XFERLIB_CACHE"
+from .storage import cache_dir, cached, entry_path, model_fingerprint
+from .training import predict
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, "~/.cache/xferlib")).expanduser() / "features"
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A hash of every parameter and buffer (and the architecture's text)."""
-    h = hashlib.sha1(repr(model).encode())
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """Where features are cached unless told otherwise (``$XFERLIB_CACHE/features``)."""
+    return cache_dir() / "features"
 
 
 def data_fingerprint(dataset) -> str:
@@ -50,30 +41,6 @@ def data_fingerprint(dataset) -> str:
         f"Cannot tell whether a {type(dataset).__name__} has changed, so its features cannot be "
         "cached safely; pass cache_key='<a name that changes when the data does>'."
     )
-
-
-def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@torch.inference_mode()
-def _run(model, dataset, batch_size, device, channels_last, amp, num_workers, progress):
-    features, labels = [], []
-    loader = _loader(dataset, batch_size, False, device, num_workers)
-    for x, y in progress_bar(loader, enable=progress, desc="extracting features", total=len(loader)):
-        with _autocast(device, amp):
-            out = model(_to_device(x, device, channels_last))
-        features.append(out.float().cpu())
-        labels.append(torch.as_tensor(y).cpu())
-    return torch.cat(features), torch.cat(labels).long()
 
 
 def extract_features(
@@ -94,26 +61,24 @@ def extract_features(
     The model runs in eval mode (restored afterwards) under ``torch.inference_mode``; its
     tensors, BatchNorm statistics included, are untouched. ``cache=True`` (or a folder)
     keeps the result on disk, written atomically, under a key made of the model's weights,
-    the data and its transform: change any of them and the features are computed anew.
+    the data (file contents included) and its transform: change any of them and the features
+    are computed anew. ``xl.clear_cache()`` empties the cache.
     """
-    if cache:
-        folder = default_cache_dir() if cache is True else Path(cache)
+
+    def run() -> dict:
+        features, labels = predict(model, dataset, batch_size, device, channels_last, amp, progress,
+                                   num_workers=num_workers, desc="extracting features")
+        return {"features": features, "labels": labels.long()}
+
+    if not cache:
+        result = run()
+    else:
         key = hashlib.sha1(
             f"{model_fingerprint(model)}|{cache_key or data_fingerprint(dataset)}|{batch_size}".encode()
-        ).hexdigest()[:24]
-        path = folder / f"{key}.pt"
-        if path.exists():
-            try:
-                saved = torch.load(path, map_location="cpu", weights_only=True)
-                return saved["features"], saved["labels"]
-            except Exception:  # unreadable: compute again and overwrite
-                path.unlink(missing_ok=True)
-    device, channels_last = _prepare(model, device, channels_last)
-    with eval_mode(model):
-        features, labels = _run(model, dataset, batch_size, device, channels_last, amp, num_workers, progress)
-    if cache:
-        _save_atomic({"features": features, "labels": labels}, path)
-    return features, labels
+        ).hexdigest()
+        folder = default_cache_dir() if cache is True else Path(cache)
+        result = cached(entry_path(folder, "features", key), run)
+    return result["features"], result["labels"]
 
 
 def feature_dataset(features: torch.Tensor, labels) -> TensorDataset:

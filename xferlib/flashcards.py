@@ -19,7 +19,8 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from .quizzes import Bank, _in_kernel, load_bank, widget_box
+from .display import in_kernel as _in_kernel
+from .quizzes import Bank, load_bank, widget_box
 
 __all__ = ["Card", "Deck", "cards_from_bank", "deck_text", "show"]
 

@@ -7,10 +7,10 @@ its features change from one pass to the next. ``freeze`` does both halves: it t
 gradients and pins every BatchNorm and Dropout layer inside the module to inference mode,
 whatever ``model.train()`` says later. ``unfreeze`` undoes both.
 
-The pin has two parts. Each pinned layer gets its own ``train`` (a ``functools.partial``, so
-the model still pickles and deep-copies) that keeps the layer in eval mode, so
-``model.train()`` leaves its ``training`` flag False and what you read is what runs. A forward
-pre-hook backs that up for code that sets ``layer.training = True`` by hand.
+The pin is one mechanism: each pinned layer gets its own ``train`` (a ``functools.partial``,
+so the model still pickles and deep-copies) that keeps it in eval mode. ``model.train()``
+calls it, so the layer's ``training`` flag stays False and what you read is what runs.
+(Setting ``layer.training = True`` by hand goes around any method; don't.)
 """
 
 from __future__ import annotations
@@ -18,16 +18,10 @@ from __future__ import annotations
 from functools import partial
 
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.dropout import _DropoutNd
 
 # layers whose forward pass depends on train/eval mode: a frozen module keeps them in eval mode
-_MODE_DEPENDENT = (_BatchNorm, _DropoutNd)
-
-
-def _bn_stays_in_eval(module: nn.Module, inputs):
-    """Forward pre-hook put on the BatchNorm and Dropout layers of a frozen module."""
-    module.training = False
+BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+MODE_DEPENDENT = BATCHNORM + (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
 def _pinned_train(module: nn.Module, mode: bool = True) -> nn.Module:
@@ -38,8 +32,10 @@ def _pinned_train(module: nn.Module, mode: bool = True) -> nn.Module:
     return module
 
 
-def _is_frozen_bn(module: nn.Module) -> bool:
-    return any(hook is _bn_stays_in_eval for hook in module._forward_pre_hooks.values())
+def is_pinned(module: nn.Module) -> bool:
+    """True for a BatchNorm or Dropout layer that :func:`freeze` keeps in inference mode."""
+    train = vars(module).get("train")
+    return isinstance(train, partial) and train.func is _pinned_train
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -48,11 +44,9 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     for m in module.modules():
-        if isinstance(m, _MODE_DEPENDENT):
+        if isinstance(m, MODE_DEPENDENT):
             m.eval()
             m.train = partial(_pinned_train, m)  # model.train() now leaves this layer in eval mode
-            if not _is_frozen_bn(m):
-                m.register_forward_pre_hook(_bn_stays_in_eval)
     return module
 
 
@@ -61,10 +55,8 @@ def unfreeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(True)
     for m in module.modules():
-        if isinstance(m, _MODE_DEPENDENT):
-            for key in [k for k, hook in m._forward_pre_hooks.items() if hook is _bn_stays_in_eval]:
-                del m._forward_pre_hooks[key]
-            m.__dict__.pop("train", None)  # back to nn.Module.train
+        if is_pinned(m):
+            del m.train  # back to nn.Module.train
             m.train(module.training)
     return module
 
@@ -112,7 +104,7 @@ def trainable_table(model: nn.Module):
     rows = []
     for name, part in parts:
         trainable, total = count_parameters(part)
-        bns = [m for m in part.modules() if isinstance(m, _BatchNorm)]
+        bns = [m for m in part.modules() if isinstance(m, BATCHNORM)]
         rows.append(
             {
                 "stage": name,
@@ -120,7 +112,7 @@ def trainable_table(model: nn.Module):
                 "trainable": trainable,
                 "frozen": total - trainable,
                 "BatchNorm layers": len(bns),
-                "BatchNorm frozen": sum(_is_frozen_bn(m) for m in bns),
+                "BatchNorm frozen": sum(is_pinned(m) for m in bns),
             }
         )
     table = pd.DataFrame(rows).set_index("stage")

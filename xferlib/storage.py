@@ -84,6 +84,12 @@ def glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
+def display_path(path) -> str:
+    """A path as a person would type it: the home folder shown as ~."""
+    path, home = str(path), os.path.expanduser("~")
+    return "~" + path[len(home):] if home not in ("", "/") and path.startswith(home + os.sep) else path
+
+
 # --------------------------------------------------------------------------- the cache
 def cache_dir() -> Path:
     """The cache folder: ``$XFERLIB_CACHE``, else ``~/.cache/xferlib``."""

