@@ -29,3 +29,14 @@ def test_gpu_check_without_a_gpu_says_so_and_writes_nothing(tmp_path):
     out = tmp_path / "gpu.md"
     proc = subprocess.run([sys.executable, str(GPU_CHECK), "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no CUDA GPU here" in proc.stdout and not out.exists()
+
+
+@pytest.mark.slow
+def test_cache_key_bench_writes_its_figures(tmp_path):
+    out = tmp_path / "cache.md"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "cache_key.py"), "--n", "12", "--big", "3", "--repeats", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| key by") or line.startswith("| feature")]
+    assert len(rows) == 3 and all(float(r.split("|")[2]) > 0 for r in rows), rows
+    assert "faster to index" in out.read_text()

@@ -1,20 +1,19 @@
-"""Tests for xferlib.data: image folders, splits, offline sets, transforms and downloads.
+"""Tests for xferlib.data: image folders, bad files, splits, offline sets and transforms
+(the online loaders are in test_downloads.py).
 
-Everything runs offline: images are built in tmp_path, and the download code talks to a
-local http.server bound to 127.0.0.1.
+Everything runs offline: images are built in tmp_path.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import io
+import os
 import re
-import socket
-import tarfile
-import threading
+import shutil
+import struct
+import sys
 import warnings
-from dataclasses import dataclass
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -215,8 +214,10 @@ def test_hidden_entries_are_ignored(tmp_path):
 
 
 # --------------------------------------------------------------------------- 2. bad files
+# Bad in the header: refused at index time without decoding. (A file cut short after its
+# header passes the header check and is caught at load time: see section 2b.)
 BAD = {
-    "cats": {"truncated.png": _png_bytes(24, 24, 3)[:150]},
+    "cats": {"header_cut.png": _png_bytes(24, 24, 3)[:20]},
     "dogs": {
         "empty.jpg": b"",
         "notes.txt": b"these are my notes, not a picture\n",
@@ -328,14 +329,246 @@ def test_empty_class_folder(tmp_path):
         xl.image_folder(tmp_path)
 
 
-def test_file_removed_after_construction_names_the_file(tmp_path):
-    _save_rgb(tmp_path / "a" / "one.png")
-    _save_rgb(tmp_path / "a" / "two.png", seed=1)
+def test_file_removed_after_construction_is_named_and_replaced(tmp_path):
+    one = _save_rgb(tmp_path / "a" / "one.png")
+    two = _save_rgb(tmp_path / "a" / "two.png", seed=1)
     ds = xl.image_folder(tmp_path)
-    (tmp_path / "a" / "two.png").unlink()
+    two.unlink()
     _check_item(ds[0])
-    with pytest.raises(OSError, match="two.png"):
-        ds[1]
+    with pytest.warns(UserWarning, match=r"two\.png \(file not found\).*one\.png"):
+        x, y = ds[1]
+    assert torch.equal(x, ds[0][0]) and y == 0
+    one.unlink()
+    with pytest.raises(OSError, match="one.png") as info:  # nothing of class 'a' is left
+        ds[0]
+    assert "two.png" in str(info.value) and "'a'" in str(info.value)
+
+
+def _bomb_png(path, width=30000, height=30000):
+    """A valid 1-bit PNG of width x height zeros (about 110 KB on disk), written row block by
+    row block: PIL would hold all 900 million pixels (900 MB) to make the same file."""
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    block = bytes(1 + (width + 7) // 8) * 1000  # filter byte 0, then the packed bits of one row
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(block) for _ in range(height // 1000)) + z.compress(block[: (height % 1000) * len(block) // 1000]) + z.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, greyscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    return _bomb_png(tmp_path_factory.mktemp("bomb") / "bomb.png")
+
+
+def test_bomb_is_a_small_png_that_pil_refuses(bomb):
+    """Guards the tests below: the file is small and PIL refuses it as a bomb."""
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(bomb)
+
+
+def test_decompression_bomb_is_left_out_and_named(bomb, tmp_path):
+    _save_rgb(tmp_path / "a" / "good.png")
+    shutil.copy(bomb, tmp_path / "a" / "bomb.png")
+    with pytest.warns(UserWarning, match="bomb.png"):
+        ds = xl.image_folder(tmp_path)
+    assert len(ds) == 1 and ds.paths[0].name == "good.png"
+    [(path, reason)] = ds.skipped
+    assert Path(path).name == "bomb.png" and reason.startswith("too many pixels (decompression bomb?)")
+    with pytest.raises(ValueError, match="bomb.png") as info:
+        xl.image_folder(tmp_path, strict=True)
+    assert "decompression bomb" in str(info.value)
+
+
+def test_decompression_bomb_at_load_time(bomb, tmp_path):
+    good = _save_rgb(tmp_path / "good.png")
+    ds = data.FileList([bomb, good], [0, 0], ["a"])  # a FileList checks nothing up front
+    with pytest.warns(UserWarning, match=r"bomb\.png \(too many pixels \(decompression bomb\?\)"):
+        x, y = ds[0]
+    assert torch.equal(x, ds[1][0]) and y == 0
+    assert [(Path(p).name, r.split(":")[0]) for p, r in ds.failed] == [("bomb.png", "too many pixels (decompression bomb?)")]
+
+
+# --------------------------------------------------------------------------- 2b. bad files found at load time
+def test_truncated_jpeg_passes_the_index_and_an_epoch_still_runs(tmp_path):
+    """A JPEG cut short after its header (an interrupted copy) passes the cheap header check;
+    when the epoch reaches it, another image of its class stands in and a warning names it."""
+    for i in range(3):
+        _save_rgb(tmp_path / "cats" / f"good{i}.png", 6, 5, seed=i)
+    for i in range(2):
+        _save_rgb(tmp_path / "dogs" / f"good{i}.png", 6, 5, seed=10 + i)
+    blob = _jpeg_bytes(64, 48, 5)
+    (tmp_path / "cats" / "cut.jpg").write_bytes(blob[: len(blob) // 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing looks wrong at index time
+        ds = xl.image_folder(tmp_path)
+    assert len(ds) == 6 and ds.skipped == [] and ds.failed == []
+    assert ds.paths[0].name == "cut.jpg"
+    loader = torch.utils.data.DataLoader(ds.with_transform(xl.eval_transform("efficientnet_lite0", 8)), batch_size=4)
+    with pytest.warns(UserWarning) as record:
+        batches = list(loader)
+    assert torch.cat([y for _, y in batches]).tolist() == ds.labels.tolist()
+    assert all(x.shape[1:] == (3, 8, 8) for x, _ in batches)
+    messages = [str(w.message) for w in record if "cut.jpg" in str(w.message)]
+    assert len(messages) == 1 and "truncated" in messages[0] and "good0.png" in messages[0]
+    assert [(Path(p).name, "truncated" in r) for p, r in ds.failed] == [("cut.jpg", True)]  # shared with the copy
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per file: the next epoch is quiet
+        assert sum(len(y) for _, y in loader) == 6
+    assert len(ds.failed) == 1
+
+
+def test_stand_in_is_the_next_readable_image_of_the_same_class(tmp_path):
+    good = [_save_rgb(tmp_path / f"good{i}.png", seed=i) for i in range(3)]
+    blob = _jpeg_bytes(32, 32, 7)
+    (tmp_path / "cut.jpg").write_bytes(blob[: len(blob) // 2])
+    (tmp_path / "notes.txt").write_text("not a picture")
+    missing = tmp_path / "gone.png"
+    paths = [good[0], good[1], tmp_path / "cut.jpg", missing, tmp_path / "notes.txt", good[2]]
+    labels = [0, 1, 0, 0, 1, 0]
+    ds = data.FileList(paths, labels, ["a", "b"])
+    expected = {i: ds[i][0] for i in (0, 1, 5)}
+    with pytest.warns(UserWarning) as record:
+        x, y = ds[2]  # cut.jpg: the next 'a' is gone.png (bad too), then good2
+    assert torch.equal(x, expected[5]) and y == 0
+    assert sorted(n for n in ("cut.jpg", "gone.png") if any(n in str(w.message) for w in record)) == ["cut.jpg", "gone.png"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # gone.png is known: no second warning
+        assert torch.equal(ds[3][0], expected[5])
+    with pytest.warns(UserWarning, match=r"notes\.txt \(not an image\)"):
+        x, y = ds[4]  # the last 'b': wraps round to good1
+    assert torch.equal(x, expected[1]) and y == 1
+    reasons = {Path(p).name: r for p, r in ds.failed}
+    assert list(reasons) == ["cut.jpg", "gone.png", "notes.txt"]
+    assert "truncated" in reasons["cut.jpg"] and reasons["gone.png"] == "file not found"
+    assert torch.equal(ds[-1][0], expected[5])
+    with pytest.raises(IndexError):
+        ds[6]
+
+
+def test_class_with_no_readable_image_names_the_files(tmp_path):
+    good = _save_rgb(tmp_path / "good.png")
+    ds = data.FileList([tmp_path / "x1.png", tmp_path / "x2.png", good], [0, 0, 1], ["a", "b"])
+    with pytest.raises(OSError) as info:
+        ds[0]
+    message = str(info.value)
+    assert "x1.png" in message and "x2.png" in message and "'a'" in message
+    _check_item(ds[2])
+
+
+# --------------------------------------------------------------------------- 2c. orientation, float images, odd names
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo stored landscape with EXIF Orientation=6 (turn 90 degrees clockwise to
+    show) must come out portrait, with the stored top-left corner at the top right."""
+    stored = np.full((20, 40, 3), 255, np.uint8)
+    stored[:8, :8] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone" / "photo.jpg"
+    path.parent.mkdir()
+    Image.fromarray(stored).save(path, "JPEG", quality=95, exif=exif)
+    assert Image.open(path).size == (40, 20) and Image.open(path).getexif()[0x0112] == 6
+    image = data.load_image(path)
+    assert image.size == (20, 40) and image.mode == "RGB"
+    corner = np.asarray(image)[:6, -6:].reshape(-1, 3).mean(axis=0)
+    assert np.allclose(corner, (255, 0, 0), atol=25), corner
+    x, _ = _check_item(xl.image_folder(tmp_path)[0], size=(40, 20))
+
+
+@pytest.mark.parametrize(
+    "mode, values, expected",
+    [
+        ("F", [0.5, 0.5], [128, 128]),  # constant within [0, 1]: grey, not black
+        ("F", [0.2, 0.4], [51, 102]),  # within [0, 1]: scaled by 255, not stretched
+        ("F", [0.0, 1.0], [0, 255]),
+        ("F", [10.0, 20.0], [10, 20]),  # within [0, 255]: as it is
+        ("F", [-50.0, 0.0, 205.0], [0, 50, 255]),  # outside: stretched
+        ("F", [1000.0, 1000.0], [128, 128]),  # constant outside: mid-grey
+        ("F", [np.nan, 0.25, np.inf, -np.inf, 0.5], [64, 64, 128, 64, 128]),
+        ("I", [7, 7], [7, 7]),
+        ("I", [0, 1], [0, 255]),
+        ("I", [0, 204, 1020], [0, 51, 255]),
+    ],
+)
+def test_to_rgb_wide_modes(mode, values, expected):
+    arr = np.array([values], dtype=np.float32 if mode == "F" else np.int32)
+    image = Image.fromarray(arr, mode) if mode == "F" else Image.fromarray(arr).convert("I")
+    assert image.mode == mode
+    out = np.asarray(data.to_rgb(image))
+    assert out.shape == (1, len(values), 3)
+    assert out[0, :, 0].tolist() == expected and np.array_equal(out[..., 0], out[..., 2])
+
+
+def test_constant_float_tiff_is_not_black(tmp_path):
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.full((5, 7), 0.5, np.float32), "F").save(tmp_path / "a" / "half.tif")
+    assert Image.open(tmp_path / "a" / "half.tif").mode == "F"
+    x, _ = _check_item(xl.image_folder(tmp_path)[0], size=(5, 7))
+    assert torch.allclose(x, torch.full((3, 5, 7), 128 / 255))
+
+
+def _non_utf8_file(folder: Path, blob: bytes) -> bytes:
+    raw = os.path.join(os.fsencode(folder), b"caf\xe9.png")  # Latin-1, as an old camera or Windows share writes it
+    try:
+        with open(raw, "wb") as f:
+            f.write(blob)
+    except OSError as err:
+        pytest.skip(f"this file system refuses names that are not UTF-8 ({err})")
+    return raw
+
+
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="file names there are always valid Unicode")
+def test_non_utf8_file_name_loads_and_fingerprints(tmp_path):
+    _save_rgb(tmp_path / "a" / "plain.png")
+    raw = _non_utf8_file(tmp_path / "a", _png_bytes(6, 5, 1))
+    ds = xl.image_folder(tmp_path)
+    assert len(ds) == 2 and ds.skipped == []
+    assert os.fsencode(ds.paths[0]) == raw
+    _check_item(ds[0], size=(6, 5))
+    assert ds.fingerprint() == xl.image_folder(tmp_path).fingerprint()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    feats, labels = xl.extract_features(model, ds, cache=True, progress=False)
+    again, _ = xl.extract_features(model, ds, cache=True, progress=False)
+    assert feats.shape == (2, 4) and torch.equal(feats, again) and labels.tolist() == [0, 0]
+
+
+def _edit_in_place(path: Path, seed: int):
+    """New pixels, same size on disk (BMP is uncompressed) and the old time stamps put back."""
+    st = path.stat()
+    Image.fromarray(_noise(6, 5, seed)).save(path, "BMP")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def test_fingerprint_sees_content_edited_in_place(tmp_path):
+    path = tmp_path / "a" / "x.bmp"
+    path.parent.mkdir()
+    Image.fromarray(_noise(6, 5, 0)).save(path, "BMP")
+    ds = xl.image_folder(tmp_path)
+    before = ds.fingerprint()
+    _edit_in_place(path, seed=1)
+    assert ds.fingerprint() != before
+    assert ds.fingerprint() == xl.image_folder(tmp_path).fingerprint()
+
+
+def test_feature_cache_is_not_stale_after_an_edit_in_place(tmp_path):
+    root = tmp_path / "images"
+    path = root / "a" / "x.bmp"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(_noise(6, 5, 0)).save(path, "BMP")
+    _save_rgb(root / "b" / "y.png")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    old, _ = xl.extract_features(model, xl.image_folder(root), cache=True, progress=False)
+    _edit_in_place(path, seed=1)
+    new, _ = xl.extract_features(model, xl.image_folder(root), cache=True, progress=False)
+    fresh, _ = xl.extract_features(model, xl.image_folder(root), cache=False, progress=False)
+    assert torch.equal(new, fresh) and not torch.equal(new[0], old[0])
 
 
 # --------------------------------------------------------------------------- 3. with_transform, fingerprint
@@ -647,276 +880,3 @@ def test_train_transform_size_and_randomness():
 def test_transform_unknown_backbone(make):
     with pytest.raises(ValueError, match="no_such_net"):
         make("no_such_net", 32)
-
-
-# --------------------------------------------------------------------------- 7. downloads
-@dataclass
-class LocalServer:
-    root: Path
-    url: str
-    hits: list
-    httpd: http.server.ThreadingHTTPServer
-    thread: threading.Thread
-    stopped: bool = False
-
-    def put(self, name, blob):
-        (self.root / name).write_bytes(blob)
-        return f"{self.url}/{name}", hashlib.md5(blob).hexdigest()
-
-    def stop(self):
-        if not self.stopped:
-            self.stopped = True
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.thread.join(5)
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    monkeypatch.setenv("no_proxy", "*")  # never send 127.0.0.1 through a proxy
-    monkeypatch.setenv("NO_PROXY", "*")
-    root = tmp_path / "served"
-    root.mkdir()
-    hits = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            hits.append(self.path)
-            if self.path == "/truncated.bin":  # promises 1000 bytes, sends 100, hangs up
-                self.send_response(200)
-                self.send_header("Content-Length", "1000")
-                self.end_headers()
-                self.wfile.write(b"x" * 100)
-                self.close_connection = True
-                return
-            super().do_GET()
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    srv = LocalServer(root, f"http://127.0.0.1:{httpd.server_address[1]}", hits, httpd, thread)
-    yield srv
-    srv.stop()
-
-
-def _closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_md5sum(tmp_path):
-    blob = bytes(range(256)) * 40
-    (tmp_path / "f").write_bytes(blob)
-    assert data.md5sum(tmp_path / "f") == data.md5sum(tmp_path / "f", chunk=7) == hashlib.md5(blob).hexdigest()
-
-
-def test_download_success(server, tmp_path):
-    blob = np.random.default_rng(0).bytes(5000)
-    url, md5 = server.put("blob.bin", blob)
-    dest = tmp_path / "dest" / "sub"  # created on demand
-    path = data.download_url(url, dest, md5, progress=False, timeout=5)
-    assert path == dest / "blob.bin"
-    assert path.read_bytes() == blob
-    assert [p.name for p in dest.iterdir()] == ["blob.bin"]  # no .part left
-    renamed = data.download_url(url, dest, md5, filename="other.bin", progress=False, timeout=5)
-    assert renamed == dest / "other.bin" and renamed.read_bytes() == blob
-
-
-def test_download_is_cached(server, tmp_path):
-    url, md5 = server.put("blob.bin", b"cached content" * 100)
-    first = data.download_url(url, tmp_path / "d", md5, progress=False, timeout=5)
-    assert len(server.hits) == 1
-    data.download_url(url, tmp_path / "d", md5, progress=False, timeout=5)
-    assert len(server.hits) == 1  # not fetched again
-    server.stop()
-    again = data.download_url(url, tmp_path / "d", md5, progress=False, timeout=5)
-    assert again == first and again.read_bytes() == b"cached content" * 100
-    assert data.download_url(url, tmp_path / "d", None, progress=False, timeout=5) == first
-
-
-def test_download_replaces_a_stale_file(server, tmp_path):
-    url, md5 = server.put("blob.bin", b"fresh" * 50)
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "blob.bin").write_bytes(b"stale")
-    path = data.download_url(url, tmp_path / "d", md5, progress=False, timeout=5)
-    assert path.read_bytes() == b"fresh" * 50 and len(server.hits) == 1
-
-
-def test_download_wrong_checksum(server, tmp_path):
-    url, md5 = server.put("blob.bin", b"some bytes" * 30)
-    wrong = hashlib.md5(b"something else").hexdigest()
-    with pytest.raises(data.DownloadError, match="(?i)checksum"):
-        data.download_url(url, tmp_path / "d", wrong, progress=False, timeout=5)
-    assert list((tmp_path / "d").iterdir()) == []
-    assert issubclass(data.DownloadError, RuntimeError)
-
-
-def test_download_offline(tmp_path):
-    url = f"http://127.0.0.1:{_closed_port()}/data/file.tgz"
-    with pytest.raises(data.DownloadError) as info:
-        data.download_url(url, tmp_path / "d", "0" * 32, progress=False, timeout=5)
-    assert "offline" in str(info.value).lower()
-    assert url in str(info.value)
-    assert list((tmp_path / "d").iterdir()) == []
-
-
-def test_download_missing_file(server, tmp_path):
-    url = f"{server.url}/not_there.bin"
-    with pytest.raises(data.DownloadError, match=re.escape(url)):
-        data.download_url(url, tmp_path / "d", None, progress=False, timeout=5)
-    assert list((tmp_path / "d").iterdir()) == []
-
-
-def test_download_cut_short_never_takes_final_name(server, tmp_path):
-    """A connection that closes before Content-Length bytes arrive is an error even
-    without a checksum, and leaves nothing behind."""
-    with pytest.raises(data.DownloadError):
-        data.download_url(f"{server.url}/truncated.bin", tmp_path / "d", None, progress=False, timeout=5)
-    assert list((tmp_path / "d").iterdir()) == []
-
-
-# --------------------------------------------------------------------------- 8. online loaders on fake data
-def _tar_gz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, blob in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-    return buf.getvalue()
-
-
-def _mat_bytes(arrays) -> bytes:
-    from scipy.io import savemat
-
-    buf = io.BytesIO()
-    savemat(buf, arrays)
-    return buf.getvalue()
-
-
-def _colour(i):
-    return (40 * (i % 6), 255 - 30 * i, (70 * i) % 256)
-
-
-FLOWER_LABELS = [3, 1, 2, 3, 102, 2, 50, 1]  # 1-based, one per image, as in imagelabels.mat
-FLOWER_SPLITS = {"trnid": [1, 2, 3], "valid": [5], "tstid": [4, 6, 7, 8]}
-
-
-def _serve_flowers(server, monkeypatch, corrupt=None):
-    files = {
-        "102flowers.tgz": _tar_gz(
-            {f"jpg/image_{i:05d}.jpg": _jpeg_bytes(10, 12, color=_colour(i)) for i in range(1, len(FLOWER_LABELS) + 1)}
-        ),
-        "imagelabels.mat": _mat_bytes({"labels": np.array([FLOWER_LABELS], dtype=np.uint8)}),
-        "setid.mat": _mat_bytes({k: np.array([v], dtype=np.uint16) for k, v in FLOWER_SPLITS.items()}),
-    }
-    md5s = {name: server.put(name, blob)[1] for name, blob in files.items()}
-    if corrupt:
-        md5s[corrupt] = "0" * 32
-    monkeypatch.setitem(data.ONLINE_SOURCES, "flowers102", {"base_url": server.url + "/", "files": md5s})
-
-
-def test_flowers102_on_fake_data(server, monkeypatch, tmp_path):
-    from torchvision.datasets import Flowers102
-
-    _serve_flowers(server, monkeypatch)
-    root = tmp_path / "cache"
-    for split, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
-        ds = data.flowers102(root=root, split=split)
-        ids = FLOWER_SPLITS[key]
-        assert isinstance(ds, data.FileList)
-        assert len(ds) == len(ids)
-        assert ds.labels.tolist() == [FLOWER_LABELS[i - 1] - 1 for i in ids]
-        assert ds.classes == list(Flowers102.classes) and len(ds.classes) == 102
-        for j, i in enumerate(ids):
-            x, y = _check_item(ds[j], size=(10, 12))
-            assert y == FLOWER_LABELS[i - 1] - 1
-            assert torch.allclose(x.mean(dim=(1, 2)), torch.tensor(_colour(i)) / 255, atol=0.05)
-    assert len(server.hits) == 3  # each file fetched once, then cached
-    server.stop()
-    cached = data.flowers102(root=root, split="train", download=False)
-    assert len(cached) == 3
-    with pytest.raises(ValueError):
-        data.flowers102(root=root, split="validation")
-
-
-def test_flowers102_bad_checksum_is_not_marked_complete(server, monkeypatch, tmp_path):
-    _serve_flowers(server, monkeypatch, corrupt="setid.mat")
-    with pytest.raises(data.DownloadError, match="setid.mat"):
-        data.flowers102(root=tmp_path / "cache")
-    with pytest.raises(FileNotFoundError):
-        data.flowers102(root=tmp_path / "cache", download=False)
-
-
-PETS = {  # image id: class id (1-based), as in the real annotation files
-    "Abyssinian_1": 1,
-    "Abyssinian_2": 1,
-    "american_bulldog_10": 2,
-    "american_bulldog_11": 2,
-    "american_bulldog_12": 2,
-    "american_pit_bull_terrier_3": 3,
-    "american_pit_bull_terrier_4": 3,
-}
-PETS_TRAINVAL = ["Abyssinian_1", "american_bulldog_10", "american_pit_bull_terrier_3", "american_bulldog_11"]
-PETS_TEST = ["Abyssinian_2", "american_pit_bull_terrier_4", "american_bulldog_12"]
-
-
-def _pet_line(image_id):
-    class_id = PETS[image_id]
-    species = 1 if image_id[0].isupper() else 2  # cats are capitalised
-    return f"{image_id} {class_id} {species} {class_id}"
-
-
-def test_oxford_pets_on_fake_data(server, monkeypatch, tmp_path):
-    images = {f"images/{name}.jpg": _jpeg_bytes(9, 7, color=_colour(i)) for i, name in enumerate(PETS)}
-    annotations = {
-        "annotations/trainval.txt": ("\n".join(_pet_line(n) for n in PETS_TRAINVAL) + "\n").encode(),
-        "annotations/test.txt": ("\n".join(_pet_line(n) for n in PETS_TEST) + "\n\n").encode(),
-    }
-    md5s = {
-        "images.tar.gz": server.put("images.tar.gz", _tar_gz(images))[1],
-        "annotations.tar.gz": server.put("annotations.tar.gz", _tar_gz(annotations))[1],
-    }
-    monkeypatch.setitem(data.ONLINE_SOURCES, "oxford_pets", {"base_url": server.url + "/", "files": md5s})
-    root = tmp_path / "cache"
-    order = list(PETS)
-    expected_classes = ["Abyssinian", "American Bulldog", "American Pit Bull Terrier"]
-    for split, names in (("trainval", PETS_TRAINVAL), ("test", PETS_TEST)):
-        ds = data.oxford_pets(root=root, split=split)
-        assert isinstance(ds, data.FileList)
-        assert len(ds) == len(names)
-        assert ds.labels.tolist() == [PETS[n] - 1 for n in names]
-        for j, name in enumerate(names):
-            x, y = _check_item(ds[j], size=(9, 7))
-            assert y == PETS[name] - 1
-            assert torch.allclose(x.mean(dim=(1, 2)), torch.tensor(_colour(order.index(name))) / 255, atol=0.05)
-        assert ds.classes == expected_classes
-    assert len(server.hits) == 2
-    with pytest.raises(ValueError):
-        data.oxford_pets(root=root, split="train")
-
-
-@pytest.mark.parametrize("loader", [data.flowers102, data.oxford_pets])
-def test_online_loader_without_download(loader, tmp_path):
-    with pytest.raises(FileNotFoundError, match="download=True"):
-        loader(root=tmp_path / "empty", download=False)
-
-
-def test_checksums_match_torchvision():
-    from torchvision.datasets import Flowers102, OxfordIIITPet
-
-    flowers = data.ONLINE_SOURCES["flowers102"]
-    assert flowers["files"] == {name: md5 for name, md5 in Flowers102._file_dict.values()}
-    prefix = getattr(Flowers102, "_download_url_prefix", None)
-    if prefix is not None:
-        assert flowers["base_url"] == prefix
-    pets = data.ONLINE_SOURCES["oxford_pets"]
-    assert pets["files"] == {url.rsplit("/", 1)[-1]: md5 for url, md5 in OxfordIIITPet._RESOURCES}
-    assert {pets["base_url"] + name for name in pets["files"]} == {url for url, _ in OxfordIIITPet._RESOURCES}
