@@ -880,3 +880,46 @@ def test_train_transform_size_and_randomness():
 def test_transform_unknown_backbone(make):
     with pytest.raises(ValueError, match="no_such_net"):
         make("no_such_net", 32)
+
+
+# --------------------------------------------------------------------------- photo_regions
+@pytest.mark.parametrize("height, width", [(300, 451), (512, 512), (102, 102), (600, 512)])
+def test_photo_regions_splits_never_overlap(height, width):
+    boxes = {split: data.region_bounds(split, height, width) for split in ("train", "val", "test")}
+    mask = np.zeros((height, width), dtype=int)
+    for top, bottom, left, right in boxes.values():
+        assert bottom > top and right > left
+        mask[top:bottom, left:right] += 1
+    assert mask.max() == 1 and mask.min() == 1, "the three regions tile the photo without overlap"
+    assert boxes["test"][0] >= boxes["train"][1] and boxes["val"][2] >= boxes["train"][3]
+
+
+def test_photo_regions_cut_patches_only_from_their_region(monkeypatch):
+    """A photo whose rows say which split owns them: every patch shows only its own split's mark."""
+    h, w = 120, 160
+    marks = {"train": 40, "val": 130, "test": 220}
+    photo = np.zeros((h, w), dtype=np.uint8)
+    for split, value in marks.items():
+        top, bottom, left, right = data.region_bounds(split, h, w)
+        photo[top:bottom, left:right] = value
+    photo += (np.random.default_rng(0).random(photo.shape) < 0.1).astype(np.uint8)  # a faint texture
+    monkeypatch.setattr(data, "_REGION_PHOTOS", ("marked",))
+    monkeypatch.setattr(data, "_region_photos", lambda: {"marked": photo})
+    for split in marks:
+        ds = data.photo_regions(split, n_per_class=20, size=16)
+        assert ds.images.shape == (20, 16, 16, 3) and ds.classes == ["marked"]
+        # within one region a patch is nearly flat (std about 14 after the contrast step); one that
+        # straddled two regions would be stretched to the full std of 48
+        assert all(img.std() < 25 for img in ds.images), split
+
+
+def test_photo_regions_are_grey_balanced_and_repeatable():
+    train = data.photo_regions("train", size=32)
+    assert len(train.classes) == 19 and np.bincount(train.labels).tolist() == [10] * 19
+    assert (train.images[..., 0] == train.images[..., 2]).all(), "greyscale: no colour to use"
+    assert abs(train.images.mean() - 128) < 6, "every patch brought to the same brightness"
+    assert np.array_equal(data.photo_regions("train", size=32).images, train.images)
+    assert not np.array_equal(data.photo_regions("train", size=32, seed=1).images, train.images)
+    assert len(data.photo_regions("val", size=32)) == 190 and len(data.photo_regions("test", size=32)) == 570
+    with pytest.raises(ValueError, match="split must be one of train, val, test"):
+        data.photo_regions("validation")

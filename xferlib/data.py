@@ -474,6 +474,102 @@ def photo_patches(split: str = "train", n_per_class: int = 60, size: int = 64, s
     return ArrayImages(np.stack(images), labels, list(photos), transform, name=f"photo_patches/{split}")
 
 
+# Real photographs that ship inside installed packages, each with a stated licence (provenance in
+# xferlib/datasets/README.md). Name -> (package, how to get it).
+_REGION_PHOTOS = ("astronaut", "cat", "coffee", "rocket", "galaxies", "retina", "tissue", "temple", "flower",
+                  "camera", "coins", "text", "clock", "cell", "vessels", "brick", "grass", "gravel", "hopper")
+
+
+@functools.lru_cache(maxsize=1)
+def _region_photos() -> dict[str, np.ndarray]:
+    """The 19 photos of :func:`photo_regions` as 8-bit greyscale, each stretched to 0..255."""
+    import matplotlib.cbook as cbook
+    from skimage import data as sk
+    from sklearn.datasets import load_sample_image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        hopper = np.asarray(Image.open(f).convert("RGB"))
+    raw = {
+        "astronaut": sk.astronaut(), "cat": sk.chelsea(), "coffee": sk.coffee(), "rocket": sk.rocket(),
+        "galaxies": sk.hubble_deep_field(), "retina": sk.retina(), "tissue": sk.immunohistochemistry(),
+        "temple": load_sample_image("china.jpg"), "flower": load_sample_image("flower.jpg"),
+        "camera": sk.camera(), "coins": sk.coins(), "text": sk.text(), "clock": sk.clock(), "cell": sk.cell(),
+        "vessels": sk.microaneurysms(), "brick": sk.brick(), "grass": sk.grass(), "gravel": sk.gravel(), "hopper": hopper,
+    }
+    photos = {}
+    for name in _REGION_PHOTOS:
+        a = np.asarray(raw[name], dtype=np.float64)
+        if a.ndim == 3:
+            a = a[..., :3] @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma: no colour left to use
+        a = (a - a.min()) / max(a.max() - a.min(), 1e-9) * 255
+        photos[name] = a.round().astype(np.uint8)
+    return photos
+
+
+_REGION_SPLITS = ("train", "val", "test")
+
+
+def region_bounds(split: str, height: int, width: int) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` of the part of a photo that ``split`` of
+    :func:`photo_regions` cuts from: train the left 3/4 of the top two-thirds, val the rest of
+    the top two-thirds, test the bottom third. The three never overlap."""
+    top = (2 * height) // 3
+    return {"train": (0, top, 0, (3 * width) // 4), "val": (0, top, (3 * width) // 4, width), "test": (top, height, 0, width)}[split]
+
+
+def photo_regions(split: str = "train", n_per_class: int | None = None, size: int = 64, seed: int = 0,
+                  transform=None) -> ArrayImages:
+    """Which of 19 photographs is this patch from, judged from a part of the photo never seen in
+    training. Greyscale, so colour cannot give the answer away.
+
+    Every photo (a cat, coffee, a rocket launch, the Hubble deep field, a retina, coins, brick,
+    Grace Hopper, ...: real photos that ship in scikit-image, scikit-learn and matplotlib, see
+    ``xferlib/datasets/README.md``) is divided into regions::
+
+        +----------------------+-------+
+        |  train (left 3/4)    |  val  |   top two-thirds
+        +----------------------+-------+
+        |  test (whole width)          |   bottom third
+        +------------------------------+
+
+    and patches are cut only from their split's region, at the same scales (a side of 1/6 to 1/4
+    of the photo's short side) in every split, each brought to the same mean brightness and
+    contrast (so neither tells the photos apart), resized to ``size`` and flipped at random.
+
+    What is held out is a region, not a photograph: the task is to recognise a scene from a part
+    of it never seen, like a place from a new viewpoint. ``val`` (default 10 per class) is for
+    every choice; ``test`` (default 30 per class) for the final figures; ``train`` defaults to 10
+    per class (a few-shot target). Measured over 3 seeds with EfficientNet-Lite0 at 96 px: a
+    linear probe on frozen ImageNet features reaches 0.77, the same probe on random weights
+    0.19, an intensity histogram 0.37; chance is 0.05. So pretrained features carry most of the
+    task, and there is room above them.
+    """
+    if split not in _REGION_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(_REGION_SPLITS)}, got {split!r}")
+    n = {"train": 10, "val": 10, "test": 30}[split] if n_per_class is None else n_per_class
+    if n < 1:
+        raise ValueError(f"n_per_class must be at least 1, got {n}")
+    rng = np.random.default_rng([seed, _REGION_SPLITS.index(split)])
+    images, labels = [], []
+    for label, (name, photo) in enumerate(_region_photos().items()):
+        short = min(photo.shape)
+        y0, y1, x0, x1 = region_bounds(split, *photo.shape)
+        for _ in range(n):
+            side = int(rng.integers(short // 6, short // 4 + 1))
+            side = min(side, y1 - y0, x1 - x0)
+            y = int(rng.integers(y0, y1 - side + 1))
+            x = int(rng.integers(x0, x1 - side + 1))
+            crop = photo[y : y + side, x : x + side].astype(np.float64)
+            crop = (crop - crop.mean()) / max(crop.std(), 1.0) * 48 + 128  # every patch the same brightness and contrast
+            crop = np.clip(crop, 0, 255).round().astype(np.uint8)
+            patch = Image.fromarray(crop).resize((size, size), Image.BILINEAR)
+            if rng.random() < 0.5:
+                patch = patch.transpose(Image.FLIP_LEFT_RIGHT)
+            images.append(np.asarray(patch.convert("RGB")))
+            labels.append(label)
+    return ArrayImages(np.stack(images), labels, list(_REGION_PHOTOS), transform, name=f"photo_regions/{split}/seed={seed}")
+
+
 def digits(split: str = "train", size: int = 32, test_fraction: float = 0.3, transform=None) -> ArrayImages:
     """scikit-learn's 1,797 handwritten digits (8x8, greyscale), upscaled to ``size`` and
     made RGB. Far from ImageNet: pretrained features help little here."""
