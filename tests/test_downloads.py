@@ -1,4 +1,4 @@
-"""Tests for the online loaders (xl.data.flowers102, xl.data.oxford_pets).
+"""Tests for the online loaders (xl.data.flowers102, oxford_pets, imagenette, hymenoptera) and load_target.
 
 torchvision downloads, checks the checksums and extracts; xferlib reads the layout it
 leaves. Here fake torchvision classes, put in xferlib's own table ``data._TORCHVISION_SETS``,
@@ -242,3 +242,83 @@ def test_real_torchvision_offline_gives_our_download_error(tmp_path, loader):
     assert time.monotonic() - start < 20
     _assert_offline_message(info.value)
     assert isinstance(info.value.__cause__, urllib.error.URLError)
+
+
+# --------------------------------------------------------------------------- imagenette, hymenoptera, load_target
+class FakeImagenette:
+    """Writes the layout torchvision's Imagenette leaves: root/imagenette2-160/{train,val}/<wnid>/*.JPEG."""
+
+    wnid_names = {"n01440764": ("tench", "Tinca tinca"), "n03888257": ("parachute", "chute")}
+
+    def __init__(self, root, split="train", download=False, size="160px"):
+        assert size == "160px"
+        base = Path(root) / "imagenette2-160"
+        if download and not base.exists():
+            for part, n in (("train", 10), ("val", 4)):
+                for c, wnid in enumerate(self.wnid_names):
+                    for i in range(n):
+                        _jpeg(base / part / wnid / f"{wnid}_{i}.JPEG", (16, 12), _colour(c + i))
+        if not base.exists():
+            raise RuntimeError("Dataset not found. You can use download=True to download it.")
+        self.wnids = sorted(self.wnid_names)
+        self.classes = [self.wnid_names[w] for w in self.wnids]
+
+
+def _hymenoptera_layout(root: Path, missing: int = 0):
+    for split, per_class in data.Hymenoptera.counts.items():
+        for c, (name, count) in enumerate(per_class.items()):
+            for i in range(count - (missing if split == "val" and name == "bees" else 0)):
+                _jpeg(root / "hymenoptera_data" / split / name / f"{i}.jpg", (8, 8), _colour(c))
+
+
+def test_imagenette_reads_its_layout(tmp_path, monkeypatch):
+    monkeypatch.setitem(data._TORCHVISION_SETS, "imagenette", FakeImagenette)
+    train = data.imagenette(tmp_path, "train")
+    val = data.imagenette(tmp_path, "val", download=False)
+    assert train.classes == ["tench", "parachute"] and len(train) == 20 and len(val) == 8
+    assert np.bincount(train.labels).tolist() == [10, 10]
+    image, label = train[0]
+    assert image.shape == (3, 12, 16) and label == 0
+    with pytest.raises(ValueError, match="split must be 'train' or 'val'"):
+        data.imagenette(tmp_path, "test")
+
+
+def test_hymenoptera_checks_its_content_by_count(tmp_path):
+    _hymenoptera_layout(tmp_path)
+    train = data.hymenoptera(tmp_path, "train", download=False)
+    val = data.hymenoptera(tmp_path, "val", download=False)
+    assert train.classes == ["ants", "bees"] and len(train) == 244 and len(val) == 153
+    other = tmp_path / "other"
+    _hymenoptera_layout(other, missing=1)  # one bee short: an interrupted extraction
+    with pytest.raises(FileNotFoundError, match="pass download=True"):
+        data.hymenoptera(other, "val", download=False)
+
+
+def test_hymenoptera_offline_gives_our_download_error(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tvu
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tvu, "download_and_extract_archive", offline)
+    with pytest.raises(data.DownloadError) as info:
+        data.hymenoptera(tmp_path, "train")
+    _assert_offline_message(info.value)
+
+
+def test_load_target_gives_three_splits_for_every_source(tmp_path, monkeypatch):
+    monkeypatch.setitem(data._TORCHVISION_SETS, "imagenette", FakeImagenette)
+    monkeypatch.setitem(data._TORCHVISION_SETS, "flowers102", FakeFlowers102)
+    _hymenoptera_layout(tmp_path)
+    offline = data.load_target()
+    assert (len(offline.train), len(offline.val), len(offline.test)) == (190, 190, 570) and len(offline.classes) == 19
+    nette = data.load_target("imagenette", root=tmp_path, seed=1)
+    assert (len(nette.train), len(nette.val), len(nette.test)) == (16, 4, 8)
+    assert not set(nette.train.indices) & set(nette.val.indices), "validation is carved out of training, not shared"
+    few = data.load_target("hymenoptera", n_per_class=5, root=tmp_path, download=False)
+    assert np.bincount(few.train.labels).tolist() == [5, 5] and len(few.test) == 153
+    assert few.classes == ["ants", "bees"] and repr(few).startswith("Target('hymenoptera': 10 train, ")
+    flowers = data.load_target("flowers102", root=tmp_path)
+    assert (len(flowers.train), len(flowers.val), len(flowers.test)) == (3, 1, 4)
+    with pytest.raises(ValueError, match="Unknown target 'cifar'.*imagenette"):
+        data.load_target("cifar")

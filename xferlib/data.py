@@ -10,6 +10,7 @@ import functools
 import hashlib
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -656,15 +657,45 @@ class DownloadError(RuntimeError):
 # The torchvision class that fetches each online set: it downloads, checks the checksums its
 # authors publish, and extracts. Names are resolved on first use (torchvision.datasets is slow
 # to import); tests put fake classes here.
-_TORCHVISION_SETS: dict[str, str | type] = {"flowers102": "Flowers102", "oxford_pets": "OxfordIIITPet"}
-_FOLDERS = {"flowers102": "flowers-102", "oxford_pets": "oxford-iiit-pet"}  # what each class creates under root
+_TORCHVISION_SETS: dict[str, str | type] = {"flowers102": "Flowers102", "oxford_pets": "OxfordIIITPet",
+                                             "imagenette": "Imagenette", "hymenoptera": "Hymenoptera"}
+_FOLDERS = {"flowers102": "flowers-102", "oxford_pets": "oxford-iiit-pet",  # what each class creates under root
+            "imagenette": "imagenette2-160", "hymenoptera": "hymenoptera_data"}
 _OFFLINE_SETS = "xl.data.photo_patches(), xl.data.digits() and xl.data.shapes()"
 _SOCKET_TIMEOUT = 60  # seconds without an answer that count as offline (torchvision sets none)
 
 
-def _fetch(name: str, root, split: str, download: bool) -> tuple[type, Path]:
+class Hymenoptera:
+    """The ants-and-bees set of PyTorch's transfer-learning tutorial, fetched like torchvision's
+    own sets (``Hymenoptera(root, split, download)``) with torchvision's download helper.
+
+    No checksum is published for ``hymenoptera_data.zip``, so the check is its content: 124 ants
+    and 120 bees for training, 70 ants and 83 bees for validation, as the tutorial states.
+    """
+
+    url = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
+    counts = {"train": {"ants": 124, "bees": 120}, "val": {"ants": 70, "bees": 83}}
+    classes = ["ants", "bees"]
+
+    def __init__(self, root, split: str = "train", download: bool = False):
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        folder = Path(root) / "hymenoptera_data"
+        if download and not self._complete(folder):
+            download_and_extract_archive(self.url, str(root), remove_finished=True)
+        if not self._complete(folder):
+            raise RuntimeError(f"{folder} is missing or incomplete; delete it and use download=True to fetch it again")
+
+    def _complete(self, folder: Path) -> bool:
+        return all(
+            len([p for p in (folder / split / name).glob("*") if p.is_file()]) == count
+            for split, per_class in self.counts.items() for name, count in per_class.items()
+        )
+
+
+def _fetch(name: str, root, split: str, download: bool, **options):
     """Let torchvision fetch (when ``download``) and verify ``name`` under ``root``; return
-    its class and the folder the set lies in."""
+    the dataset object it builds and the folder the set lies in."""
     import http.client
     import socket
     import urllib.error
@@ -673,14 +704,14 @@ def _fetch(name: str, root, split: str, download: bool) -> tuple[type, Path]:
     if isinstance(source, str):
         import torchvision.datasets
 
-        source = getattr(torchvision.datasets, source)
+        source = Hymenoptera if source == "Hymenoptera" else getattr(torchvision.datasets, source)
     root = cache_dir() / "data" if root is None else Path(root).expanduser()
     folder = root / _FOLDERS[name]
     timeout = socket.getdefaulttimeout()
     if download and timeout is None:  # process-wide while it lasts: urllib offers no other handle
         socket.setdefaulttimeout(_SOCKET_TIMEOUT)
     try:
-        source(root, split=split, download=download)
+        made = source(root, split=split, download=download, **options)
     except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, RuntimeError) as err:
         if not download:
             raise FileNotFoundError(
@@ -694,7 +725,7 @@ def _fetch(name: str, root, split: str, download: bool) -> tuple[type, Path]:
         ) from err
     finally:
         socket.setdefaulttimeout(timeout)
-    return source, folder
+    return made, folder
 
 
 def _online_files(paths, labels, classes, transform, name: str, folder: Path) -> FileList:
@@ -734,7 +765,7 @@ def flowers102(root=None, split: str = "train", transform=None, download: bool =
     all_labels = np.ravel(loadmat(folder / "imagelabels.mat", squeeze_me=True)["labels"]) - 1
     paths = [folder / "jpg" / f"image_{i:05d}.jpg" for i in ids]
     labels = [int(all_labels[i - 1]) for i in ids]
-    return _online_files(paths, labels, list(source.classes), transform, f"flowers102/{split}", folder)
+    return _online_files(paths, labels, list(type(source).classes), transform, f"flowers102/{split}", folder)
 
 
 def oxford_pets(root=None, split: str = "trainval", transform=None, download: bool = True) -> FileList:
@@ -769,3 +800,95 @@ def oxford_pets(root=None, split: str = "trainval", transform=None, download: bo
                 labels.append(label)
     classes = [names.get(i, str(i)) for i in range(max(names) + 1)]
     return _online_files(paths, labels, classes, transform, f"oxford_pets/{split}", folder)
+
+
+def imagenette(root=None, split: str = "train", transform=None, download: bool = True) -> FileList:
+    """Imagenette (fast.ai): ten easy ImageNet classes (tench, English springer, cassette player,
+    chain saw, church, French horn, garbage truck, gas pump, golf ball, parachute); 9,469 train /
+    3,925 val images, at 160 px on the short side.
+
+    torchvision's ``Imagenette`` downloads it once (about 95 MB), checks the published checksum
+    and extracts it into ``root/imagenette2-160``. Its classes are ImageNet classes, so an
+    ImageNet backbone has seen them: transfer is close to its best here.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    made, folder = _fetch("imagenette", root, split, download, size="160px")
+    wnids = list(made.wnids)
+    paths, labels = [], []
+    for label, wnid in enumerate(wnids):
+        files = sorted(p for p in (folder / split / wnid).glob("*") if p.suffix.lower() in (".jpeg", ".jpg"))
+        paths += files
+        labels += [label] * len(files)
+    classes = [names[0] for names in made.classes]
+    return _online_files(paths, labels, classes, transform, f"imagenette/{split}", folder)
+
+
+def hymenoptera(root=None, split: str = "train", transform=None, download: bool = True) -> FileList:
+    """Ants against bees: the 397 photos of PyTorch's transfer-learning tutorial (244 train /
+    153 val), downloaded once (about 45 MB) and checked by their count per class (no checksum is
+    published). Two classes that ImageNet knows (ant, bee), in hard photos: a small real target."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    made, folder = _fetch("hymenoptera", root, split, download)
+    paths, labels = [], []
+    for label, name in enumerate(made.classes):
+        files = sorted(p for p in (folder / split / name).glob("*") if p.is_file())
+        paths += files
+        labels += [label] * len(files)
+    return _online_files(paths, labels, list(made.classes), transform, f"hymenoptera/{split}", folder)
+
+
+# --------------------------------------------------------------------------- one switch for lessons
+TARGETS = ("photo_regions", "flowers102", "oxford_pets", "hymenoptera", "imagenette")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A lesson's data: ``train``, ``val`` (for every choice) and ``test`` (final figures only)."""
+
+    name: str
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    classes: list
+
+    def __repr__(self):
+        return f"Target({self.name!r}: {len(self.train)} train, {len(self.val)} val, {len(self.test)} test, {len(self.classes)} classes)"
+
+
+def _carve(data, val_fraction: float, seed: int) -> tuple["Subset", "Subset"]:
+    train, val = stratified_split(data, val_fraction, seed=seed)
+    return Subset(data, train), Subset(data, val)
+
+
+def load_target(name: str = "photo_regions", n_per_class: int | None = None, seed: int = 0, root=None,
+                download: bool = True, val_fraction: float = 0.2) -> Target:
+    """The same three splits whatever the data, so a lesson's ``DATASET`` parameter can switch
+    from the offline default to a real online set with no other change.
+
+    - ``photo_regions`` (offline, the default): its own train / val / test regions.
+    - ``flowers102``: its published train / val / test splits.
+    - ``oxford_pets``, ``hymenoptera``, ``imagenette``: validation is carved from the training
+      split (``val_fraction`` of each class, seeded); their published test or val split is the
+      test set.
+
+    ``n_per_class`` keeps that many training examples per class (drawn with ``seed``), for
+    few-shot runs and for a CPU. Images come without a transform: add the backbone's with
+    ``.with_transform``.
+    """
+    if name not in TARGETS:
+        raise ValueError(f"Unknown target {name!r}; choose one of {', '.join(TARGETS)}")
+    if name == "photo_regions":
+        train, val, test = (photo_regions(split, seed=seed) for split in _REGION_SPLITS)
+    elif name == "flowers102":
+        train, val, test = (flowers102(root, split, download=download) for split in ("train", "val", "test"))
+    else:
+        loader, (fit_split, test_split) = {"oxford_pets": (oxford_pets, ("trainval", "test")),
+                                           "hymenoptera": (hymenoptera, ("train", "val")),
+                                           "imagenette": (imagenette, ("train", "val"))}[name]
+        train, val = _carve(loader(root, fit_split, download=download), val_fraction, seed)
+        test = loader(root, test_split, download=download)
+    if n_per_class is not None:
+        train = few_shot(train, n_per_class, seed=seed)
+    return Target(name, train, val, test, list(train.classes))
