@@ -54,15 +54,14 @@ def pick_device(prefer: str | torch.device | None = None) -> torch.device:
     """
     wanted = prefer if prefer is not None else os.environ.get(ENV_VAR, "").strip() or None
     if wanted is not None:
+        source = "argument" if prefer is not None else f"{ENV_VAR} variable"
         try:
             device = torch.device(wanted)
         except RuntimeError as err:
-            source = "argument" if prefer is not None else f"{ENV_VAR} variable"
             raise ValueError(
                 f"{wanted!r} (from the {source}) is not a device name; use cpu, cuda, cuda:N or mps"
             ) from err
         if device.type not in COMPUTE_TYPES:
-            source = "argument" if prefer is not None else f"{ENV_VAR} variable"
             raise ValueError(
                 f"{wanted!r} (from the {source}) is not a device xferlib computes on; use cpu, cuda, cuda:N or mps"
             )

@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from .storage import cache_dir, cached, entry_path, model_fingerprint
+from .storage import cached, entry_path, model_fingerprint
 from .training import predict
-
-
-def default_cache_dir() -> Path:
-    """Where features are cached unless told otherwise (``$XFERLIB_CACHE/features``)."""
-    return cache_dir() / "features"
 
 
 def data_fingerprint(dataset) -> str:
@@ -76,8 +70,7 @@ def extract_features(
         key = hashlib.sha1(
             f"{model_fingerprint(model)}|{cache_key or data_fingerprint(dataset)}|{batch_size}".encode()
         ).hexdigest()
-        folder = default_cache_dir() if cache is True else Path(cache)
-        result = cached(entry_path(folder, "features", key), run)
+        result = cached(entry_path(cache, "features", key), run)
     return result["features"], result["labels"]
 
 

@@ -37,7 +37,6 @@ import math
 import os
 import random
 import sys
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -401,7 +400,7 @@ def drill(items, ask=input, out=print, results=None) -> dict[str, list[bool]]:
     """Ask each ``(topic, question)``; return the results per topic. ``q`` or the end of the
     input stops early. The marks go into ``results`` as they come, so a caller that passes
     its own dict still has the score so far when Ctrl-C interrupts."""
-    results = defaultdict(list) if results is None else results
+    results = {} if results is None else results
     for n, (topic, q) in enumerate(items, 1):
         out(f"\n[{n}/{len(items)}] ({topic}) {q.prompt}")
         for i, choice in enumerate(q.choices):

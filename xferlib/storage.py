@@ -12,8 +12,10 @@ checkpoints (writes) and by data (dataset fingerprints).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
+import glob
 import hashlib
 import os
 import re
@@ -38,24 +40,22 @@ _STALE_TMP_SECONDS = 24 * 3600
 
 # --------------------------------------------------------------------------- atomic writes
 def _tmp_owner_gone(tmp: Path) -> bool:
-    """A temporary file left by a writer that no longer runs (named ``<name>.<pid>.<random>.tmp``)."""
-    match = re.search(r"\.(\d+)\.[^.]*\.tmp$", tmp.name)
+    """A temporary file left by a writer that no longer runs (named ``<name>.<pid>.<random>.tmp``),
+    or one older than a day."""
     try:
         if time.time() - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
             return True
     except OSError:
         return False
-    if match is None:
-        return False
-    pid = int(match.group(1))
-    if pid == os.getpid():
+    match = re.search(r"\.(\d+)\.[^.]*\.tmp$", tmp.name)
+    if match is None or int(match.group(1)) == os.getpid():
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(int(match.group(1)), 0)
     except ProcessLookupError:
         return True
-    except (PermissionError, OSError):
-        return False
+    except OSError:  # alive but not ours, or cannot tell
+        pass
     return False
 
 
@@ -66,7 +66,7 @@ def save_atomic(obj, path) -> Path:
     removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for old in path.parent.glob(f"{glob_escape(path.name)}.*.tmp"):
+    for old in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
         if _tmp_owner_gone(old):
             old.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp")
@@ -78,10 +78,6 @@ def save_atomic(obj, path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def display_path(path) -> str:
@@ -130,19 +126,22 @@ def cache_limit_bytes() -> int:
 
 
 def _enforce_limit(folder: Path, keep: Path) -> None:
-    entries = sorted(_entries(folder), key=lambda p: p.stat().st_mtime)
-    total, limit = sum(p.stat().st_size for p in entries), cache_limit_bytes()
-    for old in entries:
+    """Remove the least recently used entries of ``folder`` (never ``keep``) until it fits the limit."""
+    entries = sorted(((p.stat(), p) for p in _entries(folder)), key=lambda e: e[0].st_mtime)
+    total, limit = sum(st.st_size for st, _ in entries), cache_limit_bytes()
+    for st, old in entries:
         if total <= limit:
             break
         if old != keep:
-            total -= old.stat().st_size
+            total -= st.st_size
             old.unlink(missing_ok=True)
 
 
-def entry_path(folder, kind: str, key: str) -> Path:
-    """Where the cache entry ``kind`` (e.g. ``features``) with ``key`` lives."""
-    return Path(folder) / f"xl-{kind}-{key[:24]}.pt"
+def entry_path(cache, kind: str, key: str) -> Path:
+    """Where the cache entry ``kind`` (``features``, ``text``) with ``key`` lives: in the folder
+    ``cache``, or in the default one (``$XFERLIB_CACHE/features``) when ``cache`` is True."""
+    folder = cache_dir() / "features" if cache is True else Path(cache)
+    return folder / f"xl-{kind}-{key[:24]}.pt"
 
 
 def cached(path, compute: Callable[[], dict]) -> dict:
@@ -154,13 +153,13 @@ def cached(path, compute: Callable[[], dict]) -> dict:
     if path.exists():
         try:
             value = torch.load(path, map_location="cpu", weights_only=True)
-            os.utime(path)  # recently used: the size limit removes the oldest first
-            return value
         except Exception:  # truncated or foreign: compute again
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
-            except OSError:
-                pass
+        else:
+            with contextlib.suppress(OSError):  # a read-only cache still serves its entries
+                os.utime(path)  # recently used: the size limit removes the oldest first
+            return value
     value = compute()
     try:
         save_atomic(value, path)

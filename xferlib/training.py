@@ -244,12 +244,13 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, channels_last=
         x, y = to_device(x, device, channels_last), y.to(device, non_blocking=device.type == "cuda")
         with autocast(device, amp):
             out = model(x)                                   # [B, C]
-            if check_targets:
-                check_labels(y, out.shape[-1], where=f"batch {batch} of epoch {epoch}")
+            if check_targets and (y.is_floating_point() or bool(((y < 0) | (y >= out.shape[-1])).any())):
+                check_labels(y, out.shape[-1], where=f"batch {batch} of epoch {epoch}")  # names what is wrong
             loss = loss_fn(out, y)
-        if not torch.isfinite(loss):
+        value = loss.item()  # one synchronisation per batch, for the check and the running mean
+        if not math.isfinite(value):
             raise TrainingDiverged(
-                f"The loss became {loss.item()} at epoch {epoch}, batch {batch} of {len(loader)}, so the weights "
+                f"The loss became {value} at epoch {epoch}, batch {batch} of {len(loader)}, so the weights "
                 "would turn into NaN. Try a lower learning rate (e.g. lr / 10), and check the inputs for NaN or "
                 "infinite values (torch.isfinite(x).all())."
             )
@@ -260,7 +261,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, channels_last=
         if scheduler is not None:
             scheduler.step()
         n = y.shape[0]
-        total_loss += loss.item() * n
+        total_loss += value * n
         correct += (out.argmax(1) == y).sum().item() if out.dim() == 2 and y.dim() == 1 else 0
         seen += n
     return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}
@@ -319,7 +320,9 @@ def fit(
     if check_targets and (labels := _known_labels(train)) is not None:
         check_labels(labels)  # whole numbers, not negative: before any work
     model.train()
-    size = len(train.dataset if isinstance(train, DataLoader) else _dataset(train))
+    if not isinstance(train, DataLoader):
+        train = _dataset(train)  # a (features, labels) pair becomes a dataset once, here
+    size = len(train.dataset if isinstance(train, DataLoader) else train)
     drop_last = not isinstance(train, DataLoader) and _single_batch_would_break_batchnorm(model, size, batch_size)
     if drop_last and size == 1:
         raise ValueError("One training example cannot train a model with BatchNorm layers (a batch of one has no variance)")
