@@ -143,3 +143,31 @@ def test_corrupt_cached_weights_are_named(monkeypatch, tmp_path):
     (cache / url.rsplit("/", 1)[-1]).write_bytes(b"not a checkpoint")
     with pytest.raises(xl.BackboneUnavailable, match="cannot be read"):
         xl.load_backbone("resnet18")
+
+
+def test_small_cnn_is_a_baseline_that_can_learn():
+    torch.manual_seed(0)
+    model = xl.small_cnn(3, width=8)
+    assert model(torch.zeros(4, 3, 32, 20)).shape == (4, 3)  # any image size
+    assert all(p.requires_grad for p in model.parameters())
+    # three classes told apart by which third of the image is bright: trivial for any CNN that learns
+    x = torch.zeros(60, 3, 24, 24)
+    y = torch.arange(60) % 3
+    for i, label in enumerate(y.tolist()):
+        x[i, :, :, 8 * label:8 * label + 8] = 1.0
+    xl.fit(model, (x, y), epochs=15, lr=1e-2, batch_size=20, progress=False)
+    assert xl.evaluate(model, (x, y))["accuracy"] == 1.0
+
+
+def test_split_gives_a_prefix_and_a_tail_that_compose_to_the_backbone():
+    backbone = xl.load_backbone(image_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    for n in (0, 4, len(backbone.stages)):
+        prefix, tail = backbone.split(n)
+        assert len(prefix) == n and tail.stage_names == backbone.stage_names[n:]
+        assert isinstance(tail, xl.Backbone) and tail.num_features == backbone.num_features
+        with torch.no_grad():
+            torch.testing.assert_close(tail(prefix(x)), backbone(x))
+    assert next(backbone.split(3)[1].parameters()) is next(backbone.stages[3].parameters())  # shared, not copied
+    with pytest.raises(ValueError, match="between 0 and 9"):
+        backbone.split(10)

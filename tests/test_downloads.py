@@ -312,11 +312,17 @@ def test_load_target_gives_three_splits_for_every_source(tmp_path, monkeypatch):
     _hymenoptera_layout(tmp_path)
     offline = data.load_target()
     assert (len(offline.train), len(offline.val), len(offline.test)) == (190, 190, 570) and len(offline.classes) == 19
+    more = data.load_target(n_per_class=30)  # cut to order: more than the default 10 per class
+    assert np.bincount(more.train.labels).tolist() == [30] * 19 and len(more.val) == 190
     nette = data.load_target("imagenette", root=tmp_path, seed=1)
     assert (len(nette.train), len(nette.val), len(nette.test)) == (16, 4, 8)
     assert not set(nette.train.indices) & set(nette.val.indices), "validation is carved out of training, not shared"
     few = data.load_target("hymenoptera", n_per_class=5, root=tmp_path, download=False)
     assert np.bincount(few.train.labels).tolist() == [5, 5] and len(few.test) == 153
+    capped = data.load_target("hymenoptera", n_per_class=5, val_per_class=3, test_per_class=7, root=tmp_path, download=False)
+    assert [np.bincount(s.labels).tolist() for s in (capped.val, capped.test)] == [[3, 3], [7, 7]]
+    small = data.load_target(val_per_class=2, test_per_class=3, size=32)
+    assert (len(small.val), len(small.test)) == (38, 57) and small.test[0][0].shape[-1] == 32
     assert few.classes == ["ants", "bees"] and repr(few).startswith("Target('hymenoptera': 10 train, ")
     flowers = data.load_target("flowers102", root=tmp_path)
     assert (len(flowers.train), len(flowers.val), len(flowers.test)) == (3, 1, 4)

@@ -82,3 +82,14 @@ def test_claim_holds_fails_and_reports_in_smoke_mode(capsys):
     assert "smoke run, not checked: fine-tuning wins" in capsys.readouterr().out
     with pytest.raises(ValueError, match="direction"):
         xl.claim("sideways", better, direction="up")
+
+
+def test_claim_neither_guards_a_no_difference_sentence(capsys):
+    noise = xl.compare([0.80, 0.70, 0.78, 0.72], [0.75, 0.76, 0.74, 0.73], names=("fine-tuning", "feature extraction"))
+    xl.claim("fine-tuning and feature extraction tie here", noise, direction="neither")
+    assert "✔ no difference detectable: fine-tuning and feature extraction tie here" in capsys.readouterr().out
+    better = xl.compare([0.80, 0.82, 0.81, 0.83], [0.70, 0.71, 0.69, 0.72], names=("transfer", "scratch"))
+    with pytest.raises(xl.ClaimFailed, match=r"'no difference detectable'.*\+11\.0 points.*Name the winner"):
+        xl.claim("transfer and scratch tie", better, direction="neither")
+    xl.claim("transfer and scratch tie", better, direction="neither", smoke=True)
+    assert "smoke run, not checked" in capsys.readouterr().out

@@ -227,3 +227,23 @@ def test_fit_reads_as_named_steps():
     for _ in range(5):
         last = xl.training.train_one_epoch(model, loader, opt, nn.CrossEntropyLoss(), torch.device("cpu"))
     assert last["train_loss"] < first["train_loss"] and 0 <= last["train_accuracy"] <= 1
+
+
+def test_monitor_val_accuracy_restores_the_most_accurate_epoch():
+    g = torch.Generator().manual_seed(5)
+    noisy_val = torch.utils.data.TensorDataset(torch.randn(60, 2, generator=g) * 4, torch.randint(0, 3, (60,), generator=g))
+
+    def run(**kwargs):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 3))
+        history = xl.fit(model, blobs(12), noisy_val, epochs=25, lr=0.05, progress=False, seed=0, restore_best=True, **kwargs)
+        return history, xl.evaluate(model, noisy_val)
+
+    by_loss, _ = run()
+    history, restored = run(monitor="val_accuracy")
+    best = max(history["val_accuracy"])
+    assert history.best["val_accuracy"] == best and history.best["epoch"] == history["val_accuracy"].index(best) + 1
+    assert restored["accuracy"] == pytest.approx(best)
+    assert by_loss.best["epoch"] != history.best["epoch"]  # the two rules pick different epochs here
+    with pytest.raises(ValueError, match="monitor must be"):
+        xl.fit(nn.Linear(2, 3), blobs(), blobs(), epochs=1, monitor="accuracy")

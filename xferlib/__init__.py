@@ -16,11 +16,11 @@ import importlib
 # The one list: each module, lowest floor first, and the names it lends to ``xl``.
 _HOME = {
     "display": [],
-    "experiments": ["Comparison", "claim", "compare"],
+    "experiments": ["ClaimFailed", "Comparison", "claim", "compare"],
     "storage": ["clear_cache"],
     "device": ["environment_report", "pick_device", "seed_everything"],
     "backbones": ["Backbone", "BackboneSpec", "BackboneUnavailable", "eval_transform", "get_spec", "imagenet_classes",
-                  "list_backbones", "load_backbone", "load_imagenet_classifier", "train_transform"],
+                  "list_backbones", "load_backbone", "load_imagenet_classifier", "small_cnn", "train_transform"],
     "data": ["few_shot", "image_folder", "sample_per_class", "stratified_split"],
     "corruptions": [],
     "freezing": ["count_parameters", "freeze", "freeze_stages", "is_frozen", "trainable_table", "unfreeze"],

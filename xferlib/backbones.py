@@ -138,6 +138,14 @@ class Backbone(nn.Module):
             maps.append(x)
         return maps
 
+    def split(self, n: int) -> tuple[nn.Sequential, "Backbone"]:
+        """The first ``n`` stages, and a Backbone of the rest (pooling included), sharing weights
+        with this one: cache the first's output once, train the second (lessons 03, 04)."""
+        if not 0 <= n <= len(self.stages):
+            raise ValueError(f"n must be between 0 and {len(self.stages)} (the stages of {self.name}), got {n}")
+        named = list(self.stages.named_children())
+        return self.stages[:n], Backbone(self.spec, OrderedDict(named[n:]), self.image_size)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.stages(x)), 1)
 
@@ -318,3 +326,14 @@ def load_imagenet_classifier(name: str = OFFLINE_BACKBONE, image_size: int | Non
     model = Classifier(backbone, imagenet_head)
     model.classes = imagenet_classes()
     return model.eval()
+
+
+def small_cnn(num_classes: int, width: int = 16, in_channels: int = 3) -> nn.Sequential:
+    """The from-scratch baseline: three conv blocks, global pooling, a linear layer (lessons 02, 03, 09)."""
+    w = (width, 2 * width, 4 * width)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, w[0], 3, padding=1), nn.BatchNorm2d(w[0]), nn.ReLU(), nn.MaxPool2d(2),  # [N, w, H/2, W/2]
+        nn.Conv2d(w[0], w[1], 3, padding=1), nn.BatchNorm2d(w[1]), nn.ReLU(), nn.MaxPool2d(2),         # [N, 2w, H/4, W/4]
+        nn.Conv2d(w[1], w[2], 3, padding=1), nn.BatchNorm2d(w[2]), nn.ReLU(),                          # [N, 4w, H/4, W/4]
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w[2], num_classes),                            # [N, classes]
+    )

@@ -863,25 +863,29 @@ def _carve(data, val_fraction: float, seed: int) -> tuple["Subset", "Subset"]:
 
 
 def load_target(name: str = "photo_regions", n_per_class: int | None = None, seed: int = 0, root=None,
-                download: bool = True, val_fraction: float = 0.2) -> Target:
+                download: bool = True, val_fraction: float = 0.2, *, val_per_class: int | None = None,
+                test_per_class: int | None = None, size: int = 64) -> Target:
     """The same three splits whatever the data, so a lesson's ``DATASET`` parameter can switch
     from the offline default to a real online set with no other change.
 
-    - ``photo_regions`` (offline, the default): its own train / val / test regions.
+    - ``photo_regions`` (offline, the default): its own train / val / test regions, cut to order
+      (``size`` is the side of its patches; the online sets keep their own image sizes).
     - ``flowers102``: its published train / val / test splits.
     - ``oxford_pets``, ``hymenoptera``, ``imagenette``: validation is carved from the training
       split (``val_fraction`` of each class, seeded); their published test or val split is the
       test set.
 
-    ``n_per_class`` keeps that many training examples per class (drawn with ``seed``), for
-    few-shot runs and for a CPU. Images come without a transform: add the backbone's with
-    ``.with_transform``.
+    ``n_per_class``, ``val_per_class`` and ``test_per_class`` keep that many examples per class
+    of each split (drawn with ``seed``), for few-shot runs and for a CPU. Images come without a
+    transform: add the backbone's with ``.with_transform``.
     """
     if name not in TARGETS:
         raise ValueError(f"Unknown target {name!r}; choose one of {', '.join(TARGETS)}")
-    if name == "photo_regions":
-        train, val, test = (photo_regions(split, seed=seed) for split in _REGION_SPLITS)
-    elif name == "flowers102":
+    if name == "photo_regions":  # cut to order: as many patches as asked for, none thrown away
+        counts = {"train": n_per_class, "val": val_per_class, "test": test_per_class}
+        train, val, test = (photo_regions(split, counts[split], size=size, seed=seed) for split in _REGION_SPLITS)
+        return Target(name, train, val, test, list(train.classes))
+    if name == "flowers102":
         train, val, test = (flowers102(root, split, download=download) for split in ("train", "val", "test"))
     else:
         loader, (fit_split, test_split) = {"oxford_pets": (oxford_pets, ("trainval", "test")),
@@ -889,6 +893,6 @@ def load_target(name: str = "photo_regions", n_per_class: int | None = None, see
                                            "imagenette": (imagenette, ("train", "val"))}[name]
         train, val = _carve(loader(root, fit_split, download=download), val_fraction, seed)
         test = loader(root, test_split, download=download)
-    if n_per_class is not None:
-        train = few_shot(train, n_per_class, seed=seed)
+    train, val, test = (split if k is None else few_shot(split, k, seed=seed)
+                        for split, k in ((train, n_per_class), (val, val_per_class), (test, test_per_class)))
     return Target(name, train, val, test, list(train.classes))

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-DIRECTIONS = ("greater", "less")
+DIRECTIONS = ("greater", "less", "neither")
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,12 @@ class Comparison:
         return self.low > 0 or self.high < 0
 
     def holds(self, direction: str = "greater") -> bool:
-        """True when the interval lies wholly above zero (``greater``) or below it (``less``)."""
+        """True when the interval lies wholly above zero (``greater``), wholly below it (``less``),
+        or contains it (``neither``: no difference detectable)."""
         if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be 'greater' or 'less', got {direction!r}")
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if direction == "neither":
+            return not self.excludes_zero
         return self.low > 0 if direction == "greater" else self.high < 0
 
     def _fmt(self, value: float) -> str:
@@ -109,13 +112,21 @@ class ClaimFailed(AssertionError):
 
 def claim(statement: str, comparison: Comparison, direction: str = "greater", smoke: bool = False) -> Comparison:
     """Assert that ``comparison``'s interval excludes zero in ``direction`` (``a`` greater than
-    ``b`` by default); print a one-line verdict when it holds, raise :class:`ClaimFailed` with
-    the numbers when it does not. With ``smoke=True`` (tiny runs) report without asserting."""
+    ``b`` by default, or ``less``); print a one-line verdict when it holds, raise
+    :class:`ClaimFailed` with the numbers when it does not. ``direction="neither"`` guards a
+    sentence that says "no difference detectable at this scale": it fails once the interval
+    excludes zero, so the text must change. With ``smoke=True`` (tiny runs) report without asserting."""
     held = comparison.holds(direction)
     if held:
-        print(f"✔ holds: {statement} ({comparison})")
+        verdict = "no difference detectable" if direction == "neither" else "holds"
+        print(f"✔ {verdict}: {statement} ({comparison})")
     elif smoke:
         print(f"· smoke run, not checked: {statement} ({comparison})")
+    elif direction == "neither":
+        raise ClaimFailed(
+            f"Not supported: {statement!r} was written as 'no difference detectable', but {comparison}: "
+            "the interval now excludes zero. Name the winner in the text instead."
+        )
     else:
         side = "above" if direction == "greater" else "below"
         raise ClaimFailed(

@@ -65,11 +65,17 @@ class History(list):
             return [row.get(key) for row in self]
         return super().__getitem__(key)
 
+    monitor = "val_loss"  # what fit watched: set per run by fit(monitor=...)
+
     @property
     def best(self) -> dict:
-        """The epoch with the lowest validation loss (or training loss without validation)."""
-        key = "val_loss" if self and self[0].get("val_loss") is not None else "train_loss"
-        return min(self, key=lambda row: row[key])
+        """The epoch ``fit`` counted best: lowest validation loss, or highest validation accuracy
+        with ``monitor="val_accuracy"`` (the earliest on ties); lowest training loss without validation."""
+        if not self or self[0].get("val_loss") is None:
+            return min(self, key=lambda row: row["train_loss"])
+        if self.monitor == "val_accuracy":
+            return max(self, key=lambda row: (row["val_accuracy"], -row["epoch"]))
+        return min(self, key=lambda row: row["val_loss"])
 
     @property
     def seconds(self) -> float:
@@ -284,6 +290,7 @@ def fit(
     scheduler=None,
     early_stopping: int | None = None,
     restore_best: bool | None = None,
+    monitor: str = "val_loss",
     loss_fn: Callable | None = None,
     device=None,
     amp: bool = True,
@@ -302,6 +309,8 @@ def fit(
     - ``restore_best``: put back the weights of the epoch with the lowest validation loss.
       By default (None) this happens when early stopping is on; True does it after any run
       with validation data; False never does.
+    - ``monitor="val_accuracy"`` makes both watch the validation accuracy instead (for a
+      network from scratch, whose validation loss can rise while its accuracy still climbs).
     - ``loss_fn`` (default cross-entropy) is used for training and for the validation loss.
     - ``amp`` uses mixed precision on CUDA only; ``channels_last`` defaults to on for
       convolutional networks; ``progress`` shows tqdm bars (default: when interactive).
@@ -312,6 +321,8 @@ def fit(
         raise ValueError("early_stopping needs validation data (val=...)")
     if restore_best and val is None:
         raise ValueError("restore_best needs validation data (val=...) to tell which epoch was best")
+    if monitor not in ("val_loss", "val_accuracy"):
+        raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy', got {monitor!r}")
     restore = early_stopping is not None if restore_best is None else restore_best
     device, channels_last = place(model, device, channels_last)
     opt = make_optimizer(groups or param_groups(model, lr, body_lr, stage_decay), optimizer, lr, weight_decay)
@@ -331,7 +342,9 @@ def fit(
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
 
-    history, best_loss, best_state, stale = History(), math.inf, None, 0
+    history, best_score, best_state, stale = History(), -math.inf, None, 0
+    history.monitor = monitor
+    sign = -1.0 if monitor == "val_loss" else 1.0  # a higher score is better
     epoch_bar = progress_bar(range(1, epochs + 1), enable=progress, desc="epochs")
     for epoch in epoch_bar:
         start = time.perf_counter()
@@ -349,8 +362,8 @@ def fit(
         history.append(row)
         if val is None:
             continue
-        if row["val_loss"] < best_loss - 1e-6:
-            best_loss, stale = row["val_loss"], 0
+        if sign * row[monitor] > best_score + 1e-6:
+            best_score, stale = sign * row[monitor], 0
             if restore:
                 best_state = copy.deepcopy(model.state_dict())
         else:
