@@ -117,7 +117,7 @@ def test_a_frozen_copy_pins_its_own_layers(how, tmp_path):
     clone.train()
     layers = bn_and_dropout(clone)
     assert layers and not any(m.training for m in layers)
-    assert all(m.train.args[0] is m for m in layers if "train" in m.__dict__), "a copy must pin itself, not the original"
+    assert all(m.train.layer() is m for m in layers if "train" in m.__dict__), "a copy must pin itself, not the original"
     xl.unfreeze(clone)
     clone.train()
     assert all(m.training for m in bn_and_dropout(clone))
@@ -158,3 +158,19 @@ def test_trainable_table_adds_up():
     assert table.loc["stem", "trainable"] == 0 and table.loc["head", "trainable"] > 0
     assert table.loc["stem", "BatchNorm frozen"] == table.loc["stem", "BatchNorm layers"] > 0
     assert table.loc["head", "BatchNorm frozen"] == 0
+
+
+def test_a_frozen_model_is_freed_when_dropped_without_the_garbage_collector():
+    import gc
+    import weakref
+
+    model = xl.freeze(nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Dropout(0.5)))
+    model.train()
+    assert not model[1].training and model[1].train() is model[1]
+    gc.disable()
+    try:
+        ref = weakref.ref(model)
+        del model
+        assert ref() is None, "no reference cycle keeps a frozen model (and its memory) alive"
+    finally:
+        gc.enable()

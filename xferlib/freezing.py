@@ -7,15 +7,16 @@ its features change from one pass to the next. ``freeze`` does both halves: it t
 gradients and pins every BatchNorm and Dropout layer inside the module to inference mode,
 whatever ``model.train()`` says later. ``unfreeze`` undoes both.
 
-The pin is one mechanism: each pinned layer gets its own ``train`` (a ``functools.partial``,
-so the model still pickles and deep-copies) that keeps it in eval mode. ``model.train()``
-calls it, so the layer's ``training`` flag stays False and what you read is what runs.
+The pin is one mechanism: each pinned layer gets its own ``train`` (a small callable that
+holds the layer by a weak reference, so a frozen model is freed as soon as it is dropped, and
+still pickles and deep-copies) that keeps it in eval mode. ``model.train()`` calls it, so the
+layer's ``training`` flag stays False and what you read is what runs.
 (Setting ``layer.training = True`` by hand goes around any method; don't.)
 """
 
 from __future__ import annotations
 
-from functools import partial
+import weakref
 
 from torch import nn
 
@@ -24,18 +25,34 @@ BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 MODE_DEPENDENT = BATCHNORM + (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
-def _pinned_train(module: nn.Module, mode: bool = True) -> nn.Module:
-    """``train`` of a pinned layer: whatever ``mode`` asks, the layer stays in eval mode."""
-    if not isinstance(mode, bool):
-        raise ValueError("training mode is expected to be boolean")
-    module.training = False
-    return module
+class _PinnedTrain:
+    """``train`` of a pinned layer: whatever ``mode`` asks, the layer stays in eval mode. It holds
+    the layer weakly (a strong reference would make every frozen model a reference cycle, kept
+    in memory until the garbage collector happens to run)."""
+
+    __slots__ = ("layer",)
+
+    def __init__(self, layer: nn.Module):
+        self.layer = weakref.ref(layer)
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        layer = self.layer()
+        layer.training = False
+        return layer
+
+    def __deepcopy__(self, memo):  # the copy of a layer pins the copy, not the original
+        layer = self.layer()
+        return _PinnedTrain(memo.get(id(layer), layer))
+
+    def __reduce__(self):
+        return _PinnedTrain, (self.layer(),)
 
 
 def is_pinned(module: nn.Module) -> bool:
     """True for a BatchNorm or Dropout layer that :func:`freeze` keeps in inference mode."""
-    train = vars(module).get("train")
-    return isinstance(train, partial) and train.func is _pinned_train
+    return isinstance(vars(module).get("train"), _PinnedTrain)
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -46,7 +63,7 @@ def freeze(module: nn.Module) -> nn.Module:
     for m in module.modules():
         if isinstance(m, MODE_DEPENDENT):
             m.eval()
-            m.train = partial(_pinned_train, m)  # model.train() now leaves this layer in eval mode
+            m.train = _PinnedTrain(m)  # model.train() now leaves this layer in eval mode
     return module
 
 
