@@ -923,3 +923,10 @@ def test_photo_regions_are_grey_balanced_and_repeatable():
     assert len(data.photo_regions("val", size=32)) == 190 and len(data.photo_regions("test", size=32)) == 570
     with pytest.raises(ValueError, match="split must be one of train, val, test"):
         data.photo_regions("validation")
+
+
+def test_stack_gives_every_item_as_two_tensors():
+    data = xl.data.shapes(n_per_class=2, size=16, seed=0).with_transform(lambda im: torch.tensor(np.array(im)).permute(2, 0, 1).float())
+    images, labels = xl.data.stack(data)
+    assert images.shape == (len(data), 3, 16, 16) and labels.dtype == torch.int64
+    assert torch.equal(images[3], data[3][0]) and labels.tolist() == list(data.labels)

@@ -410,6 +410,12 @@ def stratified_split(data, test_fraction: float = 0.25, seed: int = 0) -> tuple[
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def stack(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every item of ``dataset`` (transform applied) as one tensor of inputs and one of labels (lessons 03, 04)."""
+    inputs = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    return inputs, torch.as_tensor(_labels_of(dataset))
+
+
 def few_shot(dataset, k: int, seed: int = 0) -> Subset:
     """A :class:`Subset` of ``k`` random examples per class."""
     return Subset(dataset, sample_per_class(dataset, k, seed))
