@@ -1,5 +1,5 @@
-"""A real browser opens the course in JupyterLab, runs 00_setup and answers its quiz, and
-works through flash cards.
+"""A real browser opens the course in JupyterLab, runs 00_setup and answers its quiz with the
+kernel stopped, works through flash cards, and uses quizzes and cards in a static HTML export.
 
 Needs Chromium and ChromeDriver (Debian's ``chromium`` and ``chromium-driver``; ``.ci/run``
 installs them). Without them the test is skipped, unless ``XFERLIB_REQUIRE_BROWSER=1``.
@@ -166,20 +166,64 @@ def _screenshot(browser, name: str):
     assert browser.save_screenshot(str(shots / name))
 
 
-def test_course_runs_in_jupyterlab_in_a_real_browser(lab, browser):
+def _answer_quiz(quiz):
+    """Answer the first question wrongly, then rightly, reading the key the page carries;
+    return the texts seen after each check."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    question = quiz.find_elements(By.CSS_SELECTOR, ".xlq-q")[0]
+    key = json.loads(question.get_attribute("data-key"))
+    inputs = question.find_elements(By.CSS_SELECTOR, "input")
+    check = question.find_element(By.CSS_SELECTOR, ".xlq-check")
+    wrong = next(i for i in range(len(inputs)) if i not in key)
+    inputs[wrong].click()
+    check.click()
+    _wait(lambda: "Not quite" in question.text, 10, "feedback on a wrong answer")
+    after_wrong = question.text
+    inputs[key[0]].click()
+    check.click()
+    _wait(lambda: "Right." in question.text, 10, "feedback on the right answer")
+    return after_wrong, question.text
+
+
+def test_course_runs_in_jupyterlab_and_its_quiz_works_with_the_kernel_stopped(lab, browser):
     from selenium.webdriver.common.by import By
 
     base, token, folder = lab
     _open_and_run_all(browser, base, token, folder / NOTEBOOK)
-    quiz = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".xferlib-quiz"), 30, "the quiz widget to render")
-    buttons = quiz[0].find_elements(By.TAG_NAME, "button")
-    assert any(b.text == "Check" for b in buttons)
-    # answer the first question and read the feedback, as a learner would
-    quiz[0].find_elements(By.CSS_SELECTOR, "input[type='radio']")[1].click()
-    buttons[0].click()
-    _wait(lambda: "Right" in quiz[0].text, 10, "feedback on the first question")
-    browser.execute_script("arguments[0].scrollIntoView();", quiz[0])
+    quiz = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".xferlib-quiz"), 30, "the quiz to render")[0]
+    _click_menu(browser, "Kernel", "Shut Down Kernel")
+    _wait(lambda: not browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")
+          or "No Kernel" in browser.find_element(By.TAG_NAME, "body").text, 30, "the kernel to stop")
+    after_wrong, after_right = _answer_quiz(quiz)
+    assert "\u2718 wrong:" in after_wrong and "Score: 0 of" in quiz.text
+    assert "\u2714 right:" in after_right
+    browser.execute_script("arguments[0].scrollIntoView();", quiz)
     _screenshot(browser, "00_setup_quiz.png")
+
+
+def test_a_static_html_export_keeps_quizzes_and_flash_cards_working(tmp_path, browser):
+    """No kernel, no server: a lesson exported to HTML, opened from disk."""
+    from selenium.webdriver.common.by import By
+
+    for stem in ("00_setup", "09_interview_prep"):
+        subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--output-dir", str(tmp_path),
+                        str(REPO / "notebooks" / f"{stem}.ipynb")], check=True, capture_output=True, timeout=120)
+    browser.get((tmp_path / "00_setup.html").as_uri())
+    quiz = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".xferlib-quiz"), 30, "the quiz in the export")[0]
+    after_wrong, after_right = _answer_quiz(quiz)
+    assert "\u2718 wrong:" in after_wrong and "\u2714 right:" in after_right
+    browser.get((tmp_path / "09_interview_prep.html").as_uri())
+    deck = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".xferlib-flashcards"), 30, "flash cards in the export")[0]
+    reveal = deck.find_element(By.CSS_SELECTOR, ".xlf-reveal")
+    _wait(lambda: "0 of" in deck.text and reveal.is_displayed(), 10, "the first card")
+    reveal.click()
+    deck.find_element(By.CSS_SELECTOR, ".xlf-known").click()
+    _wait(lambda: "1 of" in deck.text and "1 answers so far" in deck.text, 10, "the counter to move")
+    errors = [e["message"] for e in browser.get_log("browser") if "Uncaught" in e["message"]]
+    assert errors == [], errors  # the export's own CDN links fail offline; our scripts must not
 
 
 def test_flash_cards_work_in_a_real_browser(lab, browser):
@@ -200,7 +244,7 @@ def test_flash_cards_work_in_a_real_browser(lab, browser):
     deck = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".xferlib-flashcards"), 30, "the flash cards to render")[0]
 
     def press(label):
-        _wait(lambda: [b for b in deck.find_elements(By.TAG_NAME, "button") if b.text == label and b.is_enabled()],
+        _wait(lambda: [b for b in deck.find_elements(By.TAG_NAME, "button") if b.text.endswith(label) and b.is_displayed() and b.is_enabled()],
               10, f"an enabled '{label}' button")[0].click()
 
     _wait(lambda: "0 of 2 known" in deck.text and "Which layers" in deck.text, 10, "the first card")

@@ -1,6 +1,7 @@
-"""Flash cards (the deck logic, the widget, the text fallback) and the mock interview in a terminal."""
+"""Flash cards (the deck logic, the HTML cards, the text fallback) and the mock interview in a terminal."""
 
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -21,13 +22,23 @@ title: Topic bank
 questions:
   - prompt: Which tensors does requires_grad=False leave free to change in train mode?
     kind: single
-    choices: [Convolution weights, BatchNorm running statistics]
+    choices:
+      - text: Convolution weights
+        feedback: They have no gradient, so they stay.
+      - text: BatchNorm running statistics
+        feedback: Right, buffers update in the forward pass.
     answer: 1
     explanation: Buffers update in the forward pass.
     topic: freezing
   - prompt: Which of these are parameter-efficient?
     kind: multiple
-    choices: [LoRA, Adapters, Full fine-tuning]
+    choices:
+      - text: LoRA
+        feedback: Right, low-rank updates.
+      - text: Adapters
+        feedback: Right, small inserted layers.
+      - text: Full fine-tuning
+        feedback: It trains every weight.
     answer: [0, 1]
     explanation: Both train a small fraction of the parameters.
     topic: PEFT
@@ -38,7 +49,11 @@ questions:
     topic: PEFT
   - prompt: A question without a topic
     kind: single
-    choices: ['yes', 'no']
+    choices:
+      - text: 'yes'
+        feedback: Right.
+      - text: 'no'
+        feedback: Not this one.
     answer: 0
     explanation: Scored under the bank's title.
 """
@@ -89,18 +104,20 @@ def test_cards_come_from_pairs_dicts_cards_or_a_bank(bank_root):
         F.Deck(["just a string"])
     with pytest.raises(ValueError, match="at least one card"):
         F.Deck([])
-    cards = F.cards_from_bank("topics", root=bank_root)
+    cards = F.cards_from_bank("topics", root=bank_root, who="ana")
+    first = xl.quizzes.shuffled(xl.load_bank("topics", root=bank_root), "ana").questions[0]
     assert len(cards) == 4
-    assert cards[0].question.endswith("b) BatchNorm running statistics")
-    assert cards[0].answer.startswith("BatchNorm running statistics. Buffers update")
+    letter = "ab"[first.answer]
+    assert f"{letter}) BatchNorm running statistics" in cards[0].question   # the learner's order
+    assert cards[0].answer.startswith(f"{letter}) BatchNorm running statistics. Buffers update")
     assert [c.topic for c in cards] == ["freezing", "PEFT", "PEFT", "Topic bank"]
 
 
 def test_text_fallback_contains_every_question_and_answer(bank_root, capsys):
-    deck = F.show("topics", root=bank_root, widgets=False)
+    assert F.show("topics", root=bank_root, interactive=False) is None
     out = capsys.readouterr().out
     assert out.startswith("Flash cards: Topic bank (4 cards)")
-    for card in deck.cards:
+    for card in F.cards_from_bank("topics", root=bank_root):
         assert card.question in out and card.answer in out
     F.show(PAIRS, title="mine")           # outside a kernel: text
     out = capsys.readouterr().out
@@ -112,35 +129,33 @@ def test_the_course_bank_makes_a_deck():
     assert len(deck) >= 30 and all(c.topic for c in deck.cards)
 
 
-# ----------------------------------------------------------------------------- the widget
-def test_widget_reveals_marks_and_counts():
-    box = F._widget(F.Deck(PAIRS[:2], title="Two cards"))
-    assert "xferlib-flashcards" in box._dom_classes
-    _, counter, question, answer, buttons = box.children
-    reveal, known, not_yet, again = buttons.children
-    assert "Q one?" in question.value and answer.value == "" and known.disabled and not reveal.disabled
-    reveal.click()
-    assert "A one." in answer.value and not known.disabled and reveal.disabled
-    not_yet.click()
-    assert "Q two?" in question.value and answer.value == "" and "0 of 2 known" in counter.value
-    reveal.click()
-    known.click()
-    assert "Q one?" in question.value and "1 of 2 known" in counter.value
-    reveal.click()
-    known.click()
-    assert "every card is known" in question.value and "All 2 cards known after 3 answers" in counter.value
-    assert reveal.disabled and known.disabled
-    again.click()
-    assert "Q one?" in question.value and "0 of 2 known" in counter.value
-    bundle = box._repr_mimebundle_()
-    assert bundle["text/plain"].startswith("Two cards (2 cards)") and "Q two?" in bundle["text/plain"]
-    assert "application/vnd.jupyter.widget-view+json" in bundle
+# ----------------------------------------------------------------------------- the HTML cards
+def test_html_deck_holds_every_card_and_runs_without_a_kernel():
+    deck = F.Deck(PAIRS[:2] + [("Does </script> end the page?", "No: it is escaped.")], title="Two cards")
+    page = F.deck_html(deck)
+    assert 'class="xferlib-flashcards"' in page and "http" not in page.replace("http://www.w3.org", "")
+    data = re.search(r'<script type="application/json" class="xlf-data">(.*?)</script>', page, re.S).group(1)
+    cards = json.loads(data)
+    assert [c["question"] for c in cards] == ["Q one?", "Q two?", "Does </script> end the page?"]
+    assert page.count("</script>") == 2, "a card's text must not close the script"
+    for label in ("Reveal", "known", "not yet", "Start again"):
+        assert label in page
+    assert "<details><summary>All 3 cards</summary>" in page   # readable with JavaScript off
+
+
+def test_show_displays_only_the_cards(monkeypatch):
+    """No stale ``<Deck ...>`` under the cards: show() returns nothing for the notebook to print."""
+    shown = []
+    monkeypatch.setattr(F, "show_html", lambda markup, text: shown.append((markup, text)))
+    assert F.show(PAIRS, title="Three", interactive=True) is None
+    (markup, text), = shown
+    assert 'class="xferlib-flashcards"' in markup and text.startswith("Three (3 cards)")
 
 
 # ----------------------------------------------------------------------------- the mock interview
 def test_mock_interview_scores_by_topic(bank_root, capsys):
     answers = iter(["b", "a,b", "12", "a"])
-    assert cli.main(["--root", str(bank_root), "--all"], ask=lambda _: next(answers)) == 0
+    assert cli.main(["--root", str(bank_root), "--all", "--in-order"], ask=lambda _: next(answers)) == 0
     out = capsys.readouterr().out
     assert re.search(r"^  freezing\s+1/1$", out, re.M)
     assert re.search(r"^  PEFT\s+1/2$", out, re.M)          # a question's own topic...

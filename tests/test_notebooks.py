@@ -41,10 +41,13 @@ def test_notebook_follows_the_conventions(path):
     text = "\n".join(source(c) for c in nb if c.cell_type == "markdown")
     for section in ("Summary", "Exercises", "Further reading"):
         assert re.search(rf"^#+ .*{section}", text, re.M), f"no '{section}' section"
-    assert any(f'xl.quiz("{path.stem}")' in source(c) for c in code), "ends with its quiz"
+    quiz_cells = [c for c in code if f'xl.quiz("{path.stem}")' in source(c)]
+    assert quiz_cells, "ends with its quiz"
+    shown = [o.get("data", {}).get("text/html", "") for o in quiz_cells[0].get("outputs", [])]
+    assert any('class="xferlib-quiz"' in "".join(h) for h in shown), "the quiz is saved as HTML that works without a kernel"
     assert (REPO / "quizzes" / f"{path.stem}.yml").exists()
     meta = nbformat.read(path, as_version=4).metadata
-    assert "widgets" not in meta, "no stored widget state (it bloats the file; quizzes fall back to text)"
+    assert "widgets" not in meta, "no stored widget state (it bloats the file)"
     assert path.stat().st_size < 1_000_000, f"{path.stat().st_size / 1e6:.1f} MB: keep lessons readable on GitHub (JPEG for photos)"
     solutions = sum(source(c).count("### BEGIN SOLUTION") for c in code)
     assert solutions == sum(source(c).count("### END SOLUTION") for c in code) and solutions >= 2

@@ -1,3 +1,5 @@
+import html
+import math
 import re
 import subprocess
 import sys
@@ -18,12 +20,24 @@ title: Demo bank
 questions:
   - prompt: Which part does feature extraction train?
     kind: single
-    choices: [The whole network, Only the new head, Only BatchNorm]
+    choices:
+      - text: The whole network
+        feedback: That is full fine-tuning.
+      - text: Only the new head
+        feedback: Right, the backbone stays as downloaded.
+      - text: Only BatchNorm
+        feedback: Tuning only the normalisation layers is another method.
     answer: 1
     explanation: The backbone is frozen; only the head learns.
   - prompt: Which of these keep a BatchNorm layer's statistics fixed?
     kind: multiple
-    choices: [model.eval() on the layer, requires_grad = False, xl.freeze]
+    choices:
+      - text: model.eval() on the layer
+        feedback: Right, eval mode only reads the running statistics.
+      - text: requires_grad = False
+        feedback: Statistics are buffers, not parameters, so this leaves them free.
+      - text: xl.freeze
+        feedback: Right, it pins the layer in eval mode.
     answer: [0, 2]
     explanation: Running statistics are buffers, not parameters.
   - prompt: How many classes does ImageNet-1k have?
@@ -49,6 +63,7 @@ def test_a_good_bank_loads(tmp_path):
     assert multiple.check([2, 0]) and not multiple.check([0]) and not multiple.check([0, 1, 2])
     assert numeric.check(1000) and numeric.check("1000") and not numeric.check(999)
     assert multiple.answer_text() == "model.eval() on the layer; xl.freeze"
+    assert single.choices[1] == Q.Choice("Only the new head", "Right, the backbone stays as downloaded.")
 
 
 @pytest.mark.parametrize(
@@ -62,7 +77,12 @@ def test_a_good_bank_loads(tmp_path):
         ("    answer: 1000", "    answer: lots", r"question 3.*must be a finite number"),
         ("    tolerance: 0", "    tolerance: -1", r"question 3.*tolerance"),
         ("    answer: 1\n", "    answer: 1\n    hint: none\n", r"question 1.*unknown key\(s\) hint"),
-        ("[The whole network, Only the new head, Only BatchNorm]", "[Same, Same]", r"question 1.*same"),
+        ("      - text: Only BatchNorm\n", "      - text: The whole network\n", r"question 1.*two choices are the same"),
+        ("        feedback: That is full fine-tuning.\n", "        feedback: ' '\n", r"question 1.*choice a needs non-empty 'feedback'"),
+        ("        feedback: That is full fine-tuning.\n", "", r"question 1.*choice a needs non-empty 'feedback'"),
+        ("      - text: Only BatchNorm\n        feedback: Tuning only the normalisation layers is another method.\n",
+         "      - Only BatchNorm\n", r"question 1.*choice c must be a mapping with 'text' and 'feedback'"),
+        ("      - text: model.eval() on the layer\n", "      - text: model.eval() on the layer\n        hint: x\n", r"question 2.*choice a: unknown key\(s\) hint"),
         ("title: Demo bank\n", "", r"missing 'title'"),
     ],
 )
@@ -112,36 +132,74 @@ def test_importing_the_old_command_module_is_refused_and_xl_quiz_stays_a_functio
     assert "Quiz: Demo bank" in capsys.readouterr().out
 
 
-def test_widget_gives_feedback_and_keeps_score(tmp_path):
+def test_choices_are_shuffled_per_learner_and_the_key_follows(tmp_path):
     bank = xl.load_bank(write(tmp_path, GOOD))
-    box = Q._widget(bank)
-    items = box.children[1:-1]
-    score = box.children[-1]
-    assert "0 / 3" in score.value
-    single = items[0]
-    radio, (button, feedback) = single.children[1], single.children[2].children
-    radio.value = 0
-    button.click()
-    assert "Not quite" in feedback.value and "only the head learns" in feedback.value
-    radio.value = 1
-    button.click()
-    assert "Right" in feedback.value and "1 / 3" in score.value
-    numeric = items[2]
-    numeric.children[1].value = "1000"
-    numeric.children[2].children[0].click()
-    assert "2 / 3" in score.value
-    bundle = box._repr_mimebundle_()
-    assert bundle["text/plain"].startswith("Quiz: Demo bank")
-    assert "application/vnd.jupyter.widget-view+json" in bundle
+    orders = {}
+    for who in [f"learner-{i}" for i in range(12)]:
+        mine = Q.shuffled(bank, who)
+        assert Q.shuffled(bank, who) == mine, "the same learner must see the same order on a re-run"
+        for q, original in zip(mine.questions, bank.questions):
+            assert sorted(c.text for c in q.choices) == sorted(c.text for c in original.choices)
+            assert {q.choices[i].text for i in q.keys} == {original.choices[i].text for i in original.keys}
+        orders.setdefault(tuple(c.text for c in mine.questions[0].choices), who)
+    assert len(orders) >= 3, "twelve learners should not all see one order"
 
 
-def test_terminal_drill_scores_by_topic(tmp_path):
+def test_the_order_of_one_question_does_not_depend_on_the_others(tmp_path):
     bank = xl.load_bank(write(tmp_path, GOOD))
-    answers = iter(["zz", "b", "a", "1000"])
+    fewer = Q.shuffled(Q.Bank(bank.stem, bank.title, bank.questions[1:], bank.path), "ana")
+    assert Q.shuffled(bank, "ana").questions[1] == fewer.questions[0]
+
+
+def test_the_learner_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(Q.LEARNER_ENV, "ana")
+    assert Q.learner() == "ana"
+    monkeypatch.delenv(Q.LEARNER_ENV)
+    assert "@" in Q.learner()
+
+
+def test_text_rendering_gives_each_choices_feedback(tmp_path):
+    text = Q.bank_text(xl.load_bank(write(tmp_path, GOOD)))
+    assert "   b) Right, the backbone stays as downloaded." in text
+    assert "   b) Statistics are buffers, not parameters" in text
+
+
+def test_html_quiz_is_self_contained_and_follows_the_shuffle(tmp_path):
+    bank = Q.shuffled(xl.load_bank(write(tmp_path, GOOD)), "ana")
+    page = Q.bank_html(bank)
+    assert "http" not in page and "src=" not in page, "nothing may be fetched when the quiz renders"
+    assert page.count('class="xlq-q"') == 3 and page.count("<fieldset>") == 3
+    single = bank.questions[0]
+    assert f'data-key="{[single.answer]}"' in page
+    assert page.index(html.escape(single.choices[0].text)) < page.index(html.escape(single.choices[1].text))
+    assert "the backbone stays as downloaded" in page and "<details><summary>Answers</summary>" in page
+    assert 'type="radio"' in page and 'type="checkbox"' in page and 'inputmode="decimal"' in page
+    ids = re.findall(r'id="(xlq-[0-9a-f]+)"', page + Q.bank_html(bank))
+    assert len(set(ids)) == 2, "two renders on one page need two ids"
+
+
+def test_quiz_shows_html_with_a_text_fallback_in_a_notebook(tmp_path, monkeypatch):
+    write(tmp_path, GOOD)
+    shown = []
+    monkeypatch.setattr(Q, "show_html", lambda markup, text: shown.append((markup, text)))
+    monkeypatch.setenv(Q.LEARNER_ENV, "ana")
+    xl.quiz("demo", root=tmp_path, interactive=True)
+    (markup, text), = shown
+    assert 'class="xferlib-quiz"' in markup and text.startswith("Quiz: Demo bank (3 questions)")
+    first = Q.shuffled(xl.load_bank("demo", root=tmp_path), "ana").questions[0]
+    assert f"   a) {first.choices[0].text}" in text
+
+
+def test_terminal_drill_scores_by_topic_with_each_choices_feedback(tmp_path):
+    bank = xl.load_bank(write(tmp_path, GOOD))
+    answers = iter(["zz", "b", "a,b", "1000"])
     lines = []
     results = Q.drill([(bank.title, q) for q in bank.questions], ask=lambda _: next(answers), out=lines.append)
     assert results == {"Demo bank": [True, False, True]}
     assert any("try again" in l for l in lines)
+    assert "   b) wrong: Statistics are buffers, not parameters, so this leaves them free." in lines
+    assert "   a) right: Right, eval mode only reads the running statistics." in lines
+    assert any(l.startswith("   Not quite: the answer is a, c) model.eval()") for l in lines)
     assert Q.report(results, out=lines.append) == pytest.approx(2 / 3)
     assert "Total: 2/3 (67%)" in lines[-1]
 
@@ -152,7 +210,7 @@ def test_command_line_drill_and_check(tmp_path):
     run = lambda *args, stdin="": subprocess.run(  # noqa: E731
         [sys.executable, "-m", "xferlib.quizzes", "--root", str(tmp_path), *args], input=stdin, capture_output=True, text=True, timeout=60
     )
-    out = run("demo", stdin="b\na,c\n1000\n")
+    out = run("demo", "--in-order", stdin="b\na,c\n1000\n")
     assert out.returncode == 0 and "Total: 3/3 (100%)" in out.stdout
     out = run("--all", "--random", "4", "--seed", "1", stdin="q\n")
     assert out.returncode == 0 and "[1/4]" in out.stdout
@@ -181,7 +239,7 @@ def test_a_bank_that_is_not_utf8_is_named(tmp_path):
 @pytest.mark.parametrize(
     "old, new, key, line",
     [
-        ("    answer: 1\n", "    answer: 1\n    answer: 2\n", "answer", 8),
+        ("    answer: 1\n", "    answer: 1\n    answer: 2\n", "answer", 14),
         ("title: Demo bank\n", "title: Demo bank\ntitle: Other bank\n", "title", 3),
     ],
 )
@@ -213,13 +271,13 @@ def test_non_finite_numbers_are_refused(tmp_path, old, new):
         xl.load_bank(path)
 
 
-@pytest.mark.parametrize("choices", ["[yes, no]", "[On, Off, maybe]", "[~, something]"])
-def test_boolean_and_null_choices_must_be_quoted(tmp_path, choices):
-    text = GOOD.replace("[The whole network, Only the new head, Only BatchNorm]", choices, 1).replace("answer: 1\n", "answer: 0\n", 1)
+@pytest.mark.parametrize("word", ["yes", "Off", "~"])
+def test_boolean_and_null_choices_must_be_quoted(tmp_path, word):
+    text = GOOD.replace("      - text: Only BatchNorm\n", f"      - text: {word}\n", 1)
     path = write(tmp_path, text, "yesno")
-    with pytest.raises(xl.QuizError, match=r"yesno\.yml, question 1.*put it in quotes, e\.g\. 'yes'"):
+    with pytest.raises(xl.QuizError, match=r"yesno\.yml, question 1.*choice c: text .* put it in quotes, e\.g\. 'yes'"):
         xl.load_bank(path)
-    xl.load_bank(write(tmp_path, text.replace(choices, "['yes', 'no', '~']"), "quoted"))  # quoted, they load
+    assert xl.load_bank(write(tmp_path, text.replace(f"text: {word}", f"text: '{word}'"), "quoted")).questions[0].choices[2].text == word
 
 
 @pytest.mark.parametrize("value", ["-3", "0", "many"])
@@ -247,7 +305,7 @@ def test_command_line_ends_cleanly_when_stdin_closes(tmp_path, capsys, gone):
         except StopIteration:
             raise gone from None
 
-    assert Q.main(["--root", str(tmp_path), "demo"], ask=ask) == 0
+    assert Q.main(["--root", str(tmp_path), "demo", "--in-order"], ask=ask) == 0
     out = capsys.readouterr().out
     assert "(input ended after 1 of 3 questions)" in out and "Total: 1/1 (100%)" in out
 
@@ -263,7 +321,7 @@ def test_ctrl_c_shows_the_score_so_far_and_exits_130(tmp_path, capsys):
             raise KeyboardInterrupt from None
 
     try:
-        status = Q.main(["--root", str(tmp_path), "demo"], ask=ask)
+        status = Q.main(["--root", str(tmp_path), "demo", "--in-order"], ask=ask)
     except KeyboardInterrupt:  # left uncaught, it would stop the whole test run
         pytest.fail("Ctrl-C escaped main() as a traceback")
     assert status == 130
@@ -288,3 +346,52 @@ def test_course_bank_is_valid(path):
     assert len(bank) >= 8, f"{path.name}: a lesson's bank needs at least 8 questions"
     notebook = REPO / "notebooks" / f"{path.stem}.ipynb"
     assert notebook.exists(), f"{path.name} has no notebook {notebook.name}"
+
+
+def test_bank_stats_see_what_a_guesser_would_exploit(tmp_path):
+    stats = Q.bank_stats(xl.load_bank(write(tmp_path, GOOD)))
+    assert stats["single"] == stats["multiple"] == stats["numeric"] == 1
+    assert stats["longest_is_key"] == stats["shortest_is_key"] == 0  # the key ties for longest: not counted
+    assert stats["key_positions"] == {"b": 1} and stats["all_but_one"] == 1 and stats["all_right"] == 0
+    assert stats["chance"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("path", BANKS, ids=[p.stem for p in BANKS])
+def test_a_test_wise_guesser_cannot_pass_the_course_bank(path):
+    """Picking the longest or the shortest choice, always the same letter, or "all but one"
+    must not beat chance by much; choices are misconceptions with their own feedback."""
+    bank = xl.load_bank(path)
+    s = Q.bank_stats(bank)
+    print(Q.stats_table([bank]))
+    n_single = s["single"]
+    third = math.ceil(n_single / 3)
+    assert n_single >= 4, "too few single-choice items to judge"
+    assert s["longest_is_key"] <= third, f"the key is the longest choice in {s['longest_is_key']} of {n_single} items"
+    assert s["shortest_is_key"] <= third, f"the key is the shortest choice in {s['shortest_is_key']} of {n_single} items"
+    assert max(s["key_positions"].values()) <= math.ceil(n_single / 4) + 1, f"keys bunch up: {s['key_positions']}"
+    assert set(s["key_positions"]) == set("abcd"), f"a key position is never used: {s['key_positions']}"
+    assert 0.75 <= s["key_length_ratio"] <= 1.33, f"keys are {s['key_length_ratio']:.2f}x as long as the other choices"
+    assert s["all_but_one"] <= 1 and s["all_right"] == 0
+    assert s["numeric"] <= len(bank) // 4, f"{s['numeric']} of {len(bank)} items are numeric"
+    for q in bank.questions:
+        if q.kind == "single":
+            assert len(q.choices) == 4, f"{q.prompt[:50]!r}: a single-choice item has four choices"
+        feedback = [c.feedback for c in q.choices]
+        assert len(set(feedback)) == len(feedback), f"{q.prompt[:50]!r}: two choices share their feedback"
+
+
+def test_the_command_prints_the_statistics_of_every_bank(capsys):
+    assert Q.main(["--stats", "--root", str(REPO / "quizzes")]) == 0
+    table = capsys.readouterr().out
+    print(table)
+    assert table.splitlines()[0].startswith("bank") and len(table.splitlines()) == len(BANKS) + 2
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+    """`python -m xferlib.quizzes --all ... | head` must not end in a BrokenPipeError traceback."""
+    script = ("import sys, xferlib.quizzes as Q\n"
+              "def main():\n    for i in range(200_000):\n        print('line', i)\n    return 0\n"
+              "Q.main = main\nsys.exit(Q.run())\n")
+    command = f"{sys.executable} -c \"{script}\" | head -1"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60)
+    assert out.stdout == "line 0\n" and "Traceback" not in out.stderr and out.returncode == 0, out.stderr[-500:]

@@ -27,6 +27,7 @@ _HOME = {
     "training": ["Classifier", "History", "accuracy_spread", "build_classifier", "evaluate", "fit", "param_groups", "predict"],
     "features": ["extract_features", "feature_dataset"],
     "checkpoints": ["load_checkpoint", "save_checkpoint"],
+    "diagnostics": ["Finding", "doctor"],
     "plots": ["plot_confusion_matrix", "plot_embedding", "plot_feature_maps", "plot_filters", "plot_history", "show_images"],
     "quizzes": ["QuizError", "load_bank", "quiz"],
     "flashcards": [],

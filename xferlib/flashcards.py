@@ -4,25 +4,28 @@
     flashcards.show("09_interview_prep")                   # the cards of a quiz bank
     flashcards.show([("What is ...?", "It is ..."), ...])  # or your own (question, answer) pairs
 
-In Jupyter a card shows its question; *Reveal* shows the answer; *known* puts the card
+In a notebook a card shows its question; *Reveal* shows the answer; *known* puts the card
 away, *not yet* sends it to the back of the pile, so it comes back until you know it. A
-counter keeps track. Outside a widget front end the deck prints as plain text.
+counter keeps track. The cards are HTML with a small script, so they also turn in a static
+HTML export, a web page, VS Code or Colab, with no kernel; outside a notebook the deck
+prints as plain text.
 
-:class:`Deck` holds the logic (order, known and not-yet cards, repeats) and knows nothing
-about widgets, so it can be driven from code and tested on its own.
+:class:`Deck` holds the same logic in Python (order, known and not-yet cards, repeats), so
+it can be driven from code and tested on its own.
 """
 
 from __future__ import annotations
 
-import html
+import json
 import random
 from collections import deque
 from dataclasses import dataclass
 
 from .display import in_kernel as _in_kernel
-from .quizzes import Bank, load_bank, widget_box
+from .display import html_id, html_text, show_html
+from .quizzes import Bank, load_bank, shuffled
 
-__all__ = ["Card", "Deck", "cards_from_bank", "deck_text", "show"]
+__all__ = ["Card", "Deck", "cards_from_bank", "deck_html", "deck_text", "show"]
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,16 @@ def _as_card(item) -> Card:
     raise TypeError(f"a card is a Card, a dict with 'question' and 'answer', or a (question, answer) pair; got {item!r}")
 
 
-def cards_from_bank(bank: Bank | str, root=None) -> list[Card]:
-    """One card per quiz question: the prompt (with its choices) and the answer with its explanation."""
+def cards_from_bank(bank: Bank | str, root=None, who: str | None = None) -> list[Card]:
+    """One card per quiz question: the prompt with its choices (in ``who``'s order, see
+    :func:`xferlib.quizzes.shuffled`) and the answer with its explanation."""
     bank = load_bank(bank, root) if not isinstance(bank, Bank) else bank
     cards = []
-    for q in bank.questions:
-        choices = "".join(f"\n  {chr(97 + i)}) {c}" for i, c in enumerate(q.choices))
-        cards.append(Card(q.prompt + choices, f"{q.answer_text()}. {q.explanation}", q.topic or bank.title))
+    for q in shuffled(bank, who).questions:
+        choices = "".join(f"\n  {chr(97 + i)}) {c.text}" for i, c in enumerate(q.choices))
+        letters = ", ".join(chr(97 + i) for i in q.keys)
+        answer = (f"{letters}) " if letters else "") + f"{q.answer_text()}. {q.explanation}"
+        cards.append(Card(q.prompt + choices, answer, q.topic or bank.title))
     return cards
 
 
@@ -117,46 +123,85 @@ def deck_text(deck: Deck) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _widget(deck: Deck):
-    import ipywidgets as w
+_DECK_CSS = """
+#{id} {{ max-width: 52em; }}
+#{id} .xlf-card {{ border: 2px solid var(--jp-border-color1, #999); border-radius: 6px; padding: 0.6em 1em; margin: 0.4em 0; min-height: 4em; }}
+#{id} .xlf-answer {{ border-top: 1px dashed currentColor; padding-top: 0.4em; }}
+#{id} button {{ margin: 0.2em 0.4em 0.2em 0; padding: 0.2em 1em; }}
+#{id} button:focus-visible {{ outline: 3px solid currentColor; outline-offset: 2px; }}
+"""
 
-    counter, question, answer = w.HTML(), w.HTML(), w.HTML()
-    reveal = w.Button(description="Reveal", button_style="info", layout=w.Layout(width="90px"))
-    known = w.Button(description="known", button_style="success", layout=w.Layout(width="90px"))
-    not_yet = w.Button(description="not yet", button_style="warning", layout=w.Layout(width="90px"))
-    again = w.Button(description="Start again", layout=w.Layout(width="110px"))
+_DECK_JS = """
+(function () {
+  var root = document.getElementById("{id}");
+  if (!root || root.getAttribute("data-ready")) { return; }
+  root.setAttribute("data-ready", "1");
+  root.querySelector(".xlf-nojs").hidden = true;
+  root.querySelector(".xlf-live").hidden = false;
+  var cards = JSON.parse(root.querySelector(".xlf-data").textContent);
+  var pile, known, answers, revealed;
+  var el = function (name) { return root.querySelector(".xlf-" + name); };
+  function restart() { pile = cards.map(function (_, i) { return i; }); known = 0; answers = 0; revealed = false; draw(); }
+  function draw() {
+    var card = pile.length ? cards[pile[0]] : null;
+    el("counter").textContent = card ? known + " of " + cards.length + " known, " + pile.length + " to go (" + answers + " answers so far)"
+                                     : "All " + cards.length + " cards known after " + answers + " answers.";
+    el("topic").textContent = card && card.topic ? "[" + card.topic + "]" : "";
+    el("question").textContent = card ? card.question : "Done: every card is known.";
+    el("answer").textContent = card && revealed ? card.answer : "";
+    el("answer").hidden = !(card && revealed);
+    el("reveal").disabled = !card || revealed;
+    el("known").disabled = el("notyet").disabled = !card || !revealed;
+  }
+  function mark(isKnown) {
+    var top = pile.shift();
+    answers += 1;
+    if (isKnown) { known += 1; } else { pile.push(top); }
+    revealed = false;
+    draw();
+    el("reveal").disabled ? el("again").focus() : el("reveal").focus();
+  }
+  el("reveal").addEventListener("click", function () { revealed = true; draw(); el("known").focus(); });
+  el("known").addEventListener("click", function () { mark(true); });
+  el("notyet").addEventListener("click", function () { mark(false); });
+  el("again").addEventListener("click", restart);
+  restart();
+})();
+"""
 
-    def text(s: str) -> str:
-        return html.escape(s).replace("\n", "<br>")
 
-    def show_card(revealed: bool = False):
-        counter.value = f"<i>{html.escape(deck.counter())}</i>"
-        card = deck.current
-        if card is None:
-            question.value, answer.value = "<b>Done: every card is known.</b>", ""
-        else:
-            topic = f"<span style='color:#777'>[{html.escape(card.topic)}]</span> " if card.topic else ""
-            question.value = f"{topic}<b>{text(card.question)}</b>"
-            answer.value = text(card.answer) if revealed else ""
-        reveal.disabled = card is None or revealed
-        known.disabled = not_yet.disabled = card is None or not revealed
+def deck_html(deck: Deck) -> str:
+    """The deck as one self-contained piece of HTML and script: the same pile logic as
+    :class:`Deck`, buttons a keyboard can reach, and every card in a ``<details>`` list that
+    needs no JavaScript (a static page, an untrusted notebook)."""
+    uid = html_id("xlf", deck.title, *(c.question for c in deck.cards))
+    order = [deck.cards[i] for i in deck._pile] + [deck.cards[i] for i in deck.known]
+    data = json.dumps([{"question": c.question, "answer": c.answer, "topic": c.topic} for c in order])
+    data = data.replace("</", "<\\/")  # a card that says "</script>" cannot end the script early
+    items = "".join(f"<li>{html_text(c.question)}<br><i>Answer:</i> {html_text(c.answer)}</li>" for c in order)
+    return "\n".join([
+        f'<div class="xferlib-flashcards" id="{uid}">', f"<style>{_DECK_CSS.format(id=uid)}</style>",
+        f"<h3>{html_text(deck.title)}</h3>",
+        '<p class="xlf-nojs"><i>The cards turn when this cell runs (a saved, untrusted notebook shows them as a list).</i></p>',
+        '<div class="xlf-live" hidden>',
+        '<p class="xlf-counter" role="status" aria-live="polite"></p>',
+        '<div class="xlf-card"><div class="xlf-topic"></div><div class="xlf-question" style="font-weight:bold; white-space:pre-wrap"></div>'
+        '<div class="xlf-answer" style="white-space:pre-wrap" aria-live="polite" hidden></div></div>',
+        '<div role="group" aria-label="flash card controls"><button type="button" class="xlf-reveal">Reveal</button>'
+        '<button type="button" class="xlf-known">\u2714 known</button><button type="button" class="xlf-notyet">\u21bb not yet</button>'
+        '<button type="button" class="xlf-again">Start again</button></div></div>',
+        f"<details><summary>All {len(deck)} cards</summary><ol>{items}</ol></details>",
+        f'<script type="application/json" class="xlf-data">{data}</script>',
+        f"<script>{_DECK_JS.replace('{id}', uid)}</script></div>",
+    ])
 
-    reveal.on_click(lambda _: show_card(revealed=True))
-    known.on_click(lambda _: (deck.mark(True), show_card()))
-    not_yet.on_click(lambda _: (deck.mark(False), show_card()))
-    again.on_click(lambda _: (deck.restart(), show_card()))
-    show_card()
 
-    box = widget_box([w.HTML(f"<h3>{html.escape(deck.title)}</h3>"), counter, question, answer,
-                      w.HBox([reveal, known, not_yet, again])], text=lambda: deck_text(deck), css_class="xferlib-flashcards")
-    box.deck = deck
-    return box
-
-
-def show(source, title: str | None = None, shuffle: bool = False, seed: int | None = None, root=None, widgets: bool | None = None):
+def show(source, title: str | None = None, shuffle: bool = False, seed: int | None = None, root=None,
+         interactive: bool | None = None) -> None:
     """Show flash cards from a quiz bank (its stem, like ``"09_interview_prep"``), a list of
-    cards or ``(question, answer)`` pairs, or a :class:`Deck`: a widget inside a Jupyter
-    kernel, plain text elsewhere. Returns the deck."""
+    cards or ``(question, answer)`` pairs, or a :class:`Deck`: cards to turn inside a notebook
+    (HTML and a small script, no kernel needed once shown), plain text elsewhere. To drive a
+    pile from code, build a :class:`Deck`."""
     if isinstance(source, Deck):
         deck = source
     elif isinstance(source, (str, Bank)):
@@ -164,17 +209,9 @@ def show(source, title: str | None = None, shuffle: bool = False, seed: int | No
         deck = Deck(cards_from_bank(bank), title or f"Flash cards: {bank.title}", shuffle, seed)
     else:
         deck = Deck(source, title or "Flash cards", shuffle, seed)
-    if widgets is None:
-        widgets = _in_kernel()
-    if widgets:
-        try:
-            box = _widget(deck)
-        except ImportError:
-            widgets = False
-        else:
-            from IPython.display import display
-
-            display(box)
-            return deck
-    print(deck_text(deck))
-    return deck
+    if interactive is None:
+        interactive = _in_kernel()
+    if interactive:
+        show_html(deck_html(deck), deck_text(deck))
+    else:
+        print(deck_text(deck))

@@ -12,6 +12,6 @@ if __name__ != "__main__":
     raise ImportError("xferlib.quiz is not a module to import: xl.quiz is the function that shows a quiz, "
                       "and the terminal drill is `python -m xferlib.quizzes`")
 
-from .quizzes import main  # noqa: E402
+from .quizzes import run  # noqa: E402
 
-sys.exit(main())
+sys.exit(run())

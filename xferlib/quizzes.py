@@ -1,4 +1,4 @@
-"""Quizzes with feedback: YAML banks, validated on load, shown as widgets or as text.
+"""Quizzes with feedback: YAML banks, validated on load, shown as self-contained HTML or as text.
 
 A bank is ``quizzes/<notebook-stem>.yml``::
 
@@ -6,51 +6,73 @@ A bank is ``quizzes/<notebook-stem>.yml``::
     questions:
       - prompt: Which layers does feature extraction train?
         kind: single            # single | multiple | numeric
-        choices: [All of them, Only the new head, Only BatchNorm]
+        choices:                # each choice says why it is right, or the misconception behind it
+          - text: Every layer, at a small learning rate
+            feedback: That is fine-tuning; feature extraction leaves the backbone as it is.
+          - text: Only the new head
+            feedback: Right. The backbone is frozen and computes the same features every epoch.
         answer: 1               # index (single), list of indices (multiple), number (numeric)
         explanation: The backbone is frozen; only the new head learns.
+        topic: BatchNorm        # optional: the terminal drill scores by topic (else by bank)
       - prompt: ...
         kind: numeric
         answer: 0.5
         tolerance: 0.01         # optional, numeric only
         explanation: ...
-        topic: BatchNorm        # optional: the terminal drill scores by topic (else by bank)
 
-``xl.quiz("02_feature_extraction")`` renders a bank. In a terminal::
+Choices are shown shuffled, in an order fixed per learner (``$XFERLIB_LEARNER``, else the
+user and machine name) and per question, so a re-run cell shows the same order and the
+answer key follows the shuffle. ``xl.quiz("02_feature_extraction")`` renders a bank: in a
+notebook as HTML with its own small script (works in JupyterLab, VS Code, Colab, a static
+HTML export or a web page, with no kernel and no network; its answers stay readable with
+JavaScript off), elsewhere as text. In a terminal::
 
     python -m xferlib.quizzes 02_feature_extraction      # drill one bank
     python -m xferlib.quizzes --all --random 10           # a mock interview from every bank
     python -m xferlib.quizzes --list                      # what is there
     python -m xferlib.quizzes --check                     # validate every bank and exit
+    python -m xferlib.quizzes --stats                     # can a test-wise guesser pass?
 
 Answer with a letter (``b``), letters for several (``a,c``), or a number; ``q`` quits.
 The command lives here rather than in a module ``xferlib.quiz``: importing a submodule of
-that name would replace the function ``xl.quiz`` with the module. This module imports
-neither PyTorch nor widgets (until a widget is shown), so the command starts in a blink.
+that name would replace the function ``xl.quiz`` with the module. This module does not
+import PyTorch, so the command starts in a blink.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import hashlib
 import html
+import json
 import math
 import os
 import random
+import socket
 import sys
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
-from .display import in_kernel
+from .display import html_id, html_text, in_kernel, show_html
 
 KINDS = ("single", "multiple", "numeric")
 QUIZ_ENV = "XFERLIB_QUIZZES"
+LEARNER_ENV = "XFERLIB_LEARNER"
 _ALLOWED_KEYS = {"prompt", "kind", "choices", "answer", "tolerance", "explanation", "topic"}
 
 
 class QuizError(ValueError):
     """A quiz bank is missing or malformed; the message names the file and the question."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    text: str
+    feedback: str  # why this choice is right, or the misconception behind it
 
 
 @dataclass
@@ -59,7 +81,7 @@ class Question:
     kind: str
     answer: object
     explanation: str
-    choices: list[str] = field(default_factory=list)
+    choices: list[Choice] = field(default_factory=list)
     tolerance: float = 0.0
     topic: str | None = None
 
@@ -82,12 +104,25 @@ class Question:
         except (TypeError, ValueError):
             return False
 
+    @property
+    def keys(self) -> list[int]:
+        """The indices of the right choices (empty for a numeric question)."""
+        return [self.answer] if self.kind == "single" else list(self.answer) if self.kind == "multiple" else []
+
     def answer_text(self) -> str:
-        if self.kind == "single":
-            return self.choices[self.answer]
-        if self.kind == "multiple":
-            return "; ".join(self.choices[i] for i in self.answer)
+        if self.kind in ("single", "multiple"):
+            return "; ".join(self.choices[i].text for i in self.keys)
         return f"{self.answer:g}" + (f" (± {self.tolerance:g})" if self.tolerance else "")
+
+    def shuffled(self, seed) -> "Question":
+        """The same question with its choices in an order fixed by ``seed``; the key follows."""
+        if not self.choices:
+            return self
+        order = list(range(len(self.choices)))
+        random.Random(seed).shuffle(order)
+        new = {old: n for n, old in enumerate(order)}
+        answer = new[self.answer] if self.kind == "single" else sorted(new[i] for i in self.answer)
+        return replace(self, choices=[self.choices[i] for i in order], answer=answer)
 
 
 @dataclass
@@ -158,6 +193,29 @@ def _is_plain_name(stem: str) -> bool:
     return stem not in ("", ".", "..") and not set(stem) & set("/\\:\0")
 
 
+def _parse_choice(path, where: str, n: int, raw) -> Choice:
+    """A choice is ``{text: ..., feedback: ...}``; both must be text (a bare YAML ``yes`` or
+    ``~`` is a boolean or null, so it is refused with a hint to quote it)."""
+    label = f"choice {chr(97 + n)}"
+    if not isinstance(raw, dict):
+        _fail(path, where, f"{label} must be a mapping with 'text' and 'feedback' (the feedback says why it "
+                           f"is right or which misconception it holds), got {raw!r}")
+    unknown = set(raw) - {"text", "feedback"}
+    if unknown:
+        _fail(path, where, f"{label}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; allowed: feedback, text")
+    for key in ("text", "feedback"):
+        value = raw.get(key)
+        # YAML 1.1 reads unquoted yes/no/on/off as booleans and ~ or nothing as null
+        if isinstance(value, bool) or (value is None and key in raw):
+            _fail(path, where, f"{label}: {key} {value} is a YAML {'boolean' if value is not None else 'null'}, not text: "
+                               "put it in quotes, e.g. 'yes', 'no', 'null'")
+        if isinstance(value, (int, float)) and key == "text" and math.isfinite(value):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            _fail(path, where, f"{label} needs non-empty '{key}' text, got {value!r}")
+    return Choice(str(raw["text"]).strip(), raw["feedback"].strip())
+
+
 def _parse_question(path, number: int, raw) -> Question:
     prompt_hint = ""
     if isinstance(raw, dict) and isinstance(raw.get("prompt"), str):
@@ -186,15 +244,9 @@ def _parse_question(path, number: int, raw) -> Question:
     if kind in ("single", "multiple"):
         if not isinstance(choices, list) or len(choices) < 2:
             _fail(path, where, "a choice question needs 'choices': a list of at least two answers")
-        for c in choices:
-            # YAML 1.1 reads unquoted yes/no/on/off as booleans and ~ or nothing as null
-            if isinstance(c, bool) or c is None:
-                _fail(path, where, f"choice {c} is a YAML {'boolean' if c is not None else 'null'}, not text: "
-                                   "put it in quotes, e.g. 'yes', 'no', 'null'")
-            if not isinstance(c, (str, int, float)):
-                _fail(path, where, f"choice {c!r} is not text or a number")
-        choices = [str(c) for c in choices]
-        if len(set(choices)) != len(choices):
+        choices = [_parse_choice(path, where, n, c) for n, c in enumerate(choices)]
+        texts = [c.text for c in choices]
+        if len(set(texts)) != len(texts):
             _fail(path, where, "two choices are the same")
         if "tolerance" in raw:
             _fail(path, where, "'tolerance' applies to numeric questions only")
@@ -269,105 +321,232 @@ def load_bank(stem_or_path, root=None) -> Bank:
     return Bank(stem=path.stem, title=data["title"].strip(), questions=parsed, path=path)
 
 
+# --------------------------------------------------------------------------- shuffling
+def learner() -> str:
+    """Who is taking the quiz: ``$XFERLIB_LEARNER``, else ``user@machine``. It seeds the order
+    of the choices, so each learner sees one order, the same every time a cell is re-run."""
+    name = os.environ.get(LEARNER_ENV, "").strip()
+    if name:
+        return name
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name in a bare container
+        user = "learner"
+    return f"{user}@{socket.gethostname()}"
+
+
+def shuffled(bank: Bank, who: str | None = None) -> Bank:
+    """The bank with every question's choices in the order ``who`` (default :func:`learner`)
+    sees; the order of a question depends on the learner, the bank and its prompt only."""
+    who = learner() if who is None else who
+
+    def seed(q):
+        return int.from_bytes(hashlib.sha256(f"{who}\0{bank.stem}\0{q.prompt}".encode()).digest()[:8], "big")
+
+    return replace(bank, questions=[q.shuffled(seed(q)) for q in bank.questions])
+
+
+# --------------------------------------------------------------------------- bank statistics
+def _longest(q: Question) -> bool:
+    lengths = [len(c.text) for c in q.choices]
+    return lengths[q.answer] == max(lengths) and lengths.count(max(lengths)) == 1
+
+
+def _shortest(q: Question) -> bool:
+    lengths = [len(c.text) for c in q.choices]
+    return lengths[q.answer] == min(lengths) and lengths.count(min(lengths)) == 1
+
+
+def bank_stats(bank: Bank) -> dict:
+    """What a test-wise guesser could exploit, as written in the bank (before shuffling): how
+    often a single-choice key is the longest or the shortest choice, where the keys sit, how
+    many multiple-choice keys are "all but one" or "all", how many items are numeric, and how
+    long keys are against the other choices."""
+    single = [q for q in bank.questions if q.kind == "single"]
+    multiple = [q for q in bank.questions if q.kind == "multiple"]
+    numeric = [q for q in bank.questions if q.kind == "numeric"]
+    ratios = []
+    for q in single:
+        others = [len(c.text) for i, c in enumerate(q.choices) if i != q.answer]
+        ratios.append(len(q.choices[q.answer].text) / (sum(others) / len(others)))
+    return {
+        "questions": len(bank), "single": len(single), "multiple": len(multiple), "numeric": len(numeric),
+        "longest_is_key": sum(map(_longest, single)),
+        "shortest_is_key": sum(map(_shortest, single)),
+        "key_positions": dict(sorted(Counter(chr(97 + q.answer) for q in single).items())),
+        "all_but_one": sum(len(q.answer) == len(q.choices) - 1 for q in multiple),
+        "all_right": sum(len(q.answer) == len(q.choices) for q in multiple),
+        "chance": sum(1 / len(q.choices) for q in single) / len(single) if single else 0.0,
+        "key_length_ratio": sorted(ratios)[len(ratios) // 2] if ratios else 0.0,  # median, key / mean distractor
+    }
+
+
+def stats_table(banks) -> str:
+    """:func:`bank_stats` of every bank as a table, one line per bank and a total."""
+    rows = [(b.stem, bank_stats(b)) for b in banks]
+    head = f"{'bank':<26} {'items':>5} {'1/n/#':>8} {'longest':>8} {'shortest':>8} {'keys a-b-c-d':>13} {'all-but-1':>9} {'len ratio':>9}"
+    lines = [head]
+    for stem, s in rows:
+        pos = "-".join(str(s["key_positions"].get(k, 0)) for k in "abcd")
+        lines.append(f"{stem:<26} {s['questions']:>5} {s['single']:>2}/{s['multiple']}/{s['numeric']:<3} "
+                     f"{s['longest_is_key']:>4}/{s['single']:<3} {s['shortest_is_key']:>4}/{s['single']:<3} {pos:>13} "
+                     f"{s['all_but_one']:>5}/{s['multiple']:<3} {s['key_length_ratio']:>9.2f}")
+    total = {k: sum(s[k] for _, s in rows) for k in ("questions", "single", "multiple", "numeric", "longest_is_key",
+                                                      "shortest_is_key", "all_but_one")}
+    keys = Counter()
+    for _, s in rows:
+        keys.update(s["key_positions"])
+    pos = "-".join(str(keys.get(k, 0)) for k in "abcd")
+    lines.append(f"{'all banks':<26} {total['questions']:>5} {total['single']:>2}/{total['multiple']}/{total['numeric']:<3} "
+                 f"{total['longest_is_key']:>4}/{total['single']:<3} {total['shortest_is_key']:>4}/{total['single']:<3} {pos:>13} "
+                 f"{total['all_but_one']:>5}/{total['multiple']:<3}")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- text
+_HINTS = {"single": "pick one", "multiple": "pick all that apply", "numeric": "give a number"}
+
+
+def _letters(indices) -> str:
+    return ", ".join(chr(97 + i) for i in indices)
+
+
 def bank_text(bank: Bank, with_answers: bool = True) -> str:
-    """The bank as plain text: questions and choices, then the answers with explanations."""
+    """The bank as plain text: questions and choices, then the answers with explanations and
+    what each choice says (render a :func:`shuffled` bank for a learner's order)."""
     lines = [f"Quiz: {bank.title} ({len(bank)} questions)", ""]
     for n, q in enumerate(bank.questions, 1):
-        hint = {"single": "pick one", "multiple": "pick all that apply", "numeric": "give a number"}[q.kind]
-        lines.append(f"{n}. {q.prompt}  [{hint}]")
-        lines += [f"   {chr(97 + i)}) {c}" for i, c in enumerate(q.choices)]
+        lines.append(f"{n}. {q.prompt}  [{_HINTS[q.kind]}]")
+        lines += [f"   {chr(97 + i)}) {c.text}" for i, c in enumerate(q.choices)]
         lines.append("")
     if with_answers:
         lines.append("Answers")
         for n, q in enumerate(bank.questions, 1):
-            letters = ""
-            if q.kind == "single":
-                letters = f"{chr(97 + q.answer)}) "
-            elif q.kind == "multiple":
-                letters = ", ".join(chr(97 + i) for i in q.answer) + ") "
+            letters = f"{_letters(q.keys)}) " if q.keys else ""
             lines.append(f"{n}. {letters}{q.answer_text()} — {q.explanation}")
+            lines += [f"   {chr(97 + i)}) {c.feedback}" for i, c in enumerate(q.choices)]
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- widgets
-def _widget(bank: Bank):
-    import ipywidgets as w
+# --------------------------------------------------------------------------- HTML
+_QUIZ_CSS = """
+#{id} {{ max-width: 52em; }}
+#{id} fieldset {{ border: 1px solid var(--jp-border-color1, #999); border-radius: 4px; margin: 0 0 0.8em 0; padding: 0.4em 0.8em 0.6em; }}
+#{id} legend {{ font-weight: bold; padding: 0 0.3em; }}
+#{id} .xlq-hint {{ font-weight: normal; font-style: italic; }}
+#{id} .xlq-choice {{ margin: 0.25em 0; }}
+#{id} .xlq-choice label {{ cursor: pointer; }}
+#{id} .xlq-fb {{ margin: 0.15em 0 0.35em 1.8em; padding-left: 0.5em; border-left: 3px double currentColor; }}
+#{id} .xlq-mark {{ font-weight: bold; }}
+#{id} .xlq-verdict {{ margin-top: 0.3em; font-weight: bold; }}
+#{id} .xlq-right {{ border-width: 3px; border-style: solid; }}
+#{id} .xlq-wrong {{ border-width: 2px; border-style: dashed; }}
+#{id} button {{ margin-top: 0.4em; padding: 0.2em 1em; }}
+#{id} button:focus-visible, #{id} input:focus-visible {{ outline: 3px solid currentColor; outline-offset: 2px; }}
+"""
 
-    score = w.HTML()
-    results: dict[int, bool] = {}
+_QUIZ_JS = """
+(function () {
+  var root = document.getElementById("{id}");
+  if (!root || root.getAttribute("data-ready")) { return; }
+  root.setAttribute("data-ready", "1");
+  var nojs = root.querySelector(".xlq-nojs");
+  if (nojs) { nojs.hidden = true; }
+  var questions = root.querySelectorAll(".xlq-q"), first = {};
+  function score() {
+    var right = 0, answered = 0, k;
+    for (k in first) { answered += 1; if (first[k]) { right += 1; } }
+    root.querySelector(".xlq-score").textContent = "Score: " + right + " of " + questions.length +
+      " right at the first try (" + answered + " answered)";
+  }
+  Array.prototype.forEach.call(questions, function (q, n) {
+    var kind = q.getAttribute("data-kind"), key = JSON.parse(q.getAttribute("data-key"));
+    var verdict = q.querySelector(".xlq-verdict"), explain = q.querySelector(".xlq-explain");
+    function check() {
+      var ok, picked = [], missed = 0;
+      Array.prototype.forEach.call(q.querySelectorAll(".xlq-fb"), function (f) { f.hidden = true; });
+      Array.prototype.forEach.call(q.querySelectorAll(".xlq-mark"), function (m) { m.textContent = ""; });
+      if (kind === "numeric") {
+        var value = parseFloat(q.querySelector("input").value.replace(",", "."));
+        if (isNaN(value)) { verdict.textContent = "Type a number first."; return; }
+        ok = Math.abs(value - key) <= parseFloat(q.getAttribute("data-tolerance")) + 1e-12;
+      } else {
+        Array.prototype.forEach.call(q.querySelectorAll("input"), function (box) {
+          if (box.checked) { picked.push(parseInt(box.value, 10)); }
+        });
+        if (!picked.length) { verdict.textContent = kind === "single" ? "Pick an answer first." : "Pick at least one answer first."; return; }
+        picked.forEach(function (i) {
+          var choice = q.querySelector("[data-choice='" + i + "']");
+          choice.querySelector(".xlq-mark").textContent = key.indexOf(i) >= 0 ? "\\u2714 right: " : "\\u2718 wrong: ";
+          choice.querySelector(".xlq-fb").hidden = false;
+        });
+        key.forEach(function (i) { if (picked.indexOf(i) < 0) { missed += 1; } });
+        ok = missed === 0 && picked.every(function (i) { return key.indexOf(i) >= 0; });
+      }
+      if (!(n in first)) { first[n] = ok; }
+      verdict.textContent = ok ? "\\u2714 Right." : "\\u2718 Not quite" +
+        (kind === "multiple" && missed ? " (" + missed + " right answer" + (missed > 1 ? "s" : "") + " not picked)" : "") +
+        ": read the feedback, then try again. The answers are listed at the end.";
+      explain.hidden = !ok;
+      q.className = "xlq-q " + (ok ? "xlq-right" : "xlq-wrong");
+      score();
+    }
+    q.querySelector(".xlq-check").addEventListener("click", check);
+    q.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && event.target.tagName === "INPUT") { event.preventDefault(); check(); }
+    });
+  });
+  score();
+})();
+"""
 
-    def update_score():
-        right = sum(results.values())
-        score.value = f"<b>Score: {right} / {len(bank)}</b> &nbsp; ({len(results)} answered)"
 
-    items = []
-    for n, q in enumerate(bank.questions):
-        prompt = w.HTML(f"<b>{n + 1}. {html.escape(q.prompt)}</b>")
-        if q.kind == "single":
-            field = w.RadioButtons(options=[(c, i) for i, c in enumerate(q.choices)], value=None, layout=w.Layout(width="auto"))
-            read = lambda field=field: field.value  # noqa: E731
-        elif q.kind == "multiple":
-            boxes = [w.Checkbox(value=False, description=c, indent=False) for c in q.choices]
-            field = w.VBox(boxes)
-            read = lambda boxes=boxes: [i for i, b in enumerate(boxes) if b.value]  # noqa: E731
+def bank_html(bank: Bank) -> str:
+    """The bank as one self-contained piece of HTML: a form per question (native radio buttons,
+    check boxes and text fields, so a keyboard works), a Check button, feedback for each picked
+    choice marked with ✔/✘ and words (not colour alone), a running score, and the answers in a
+    ``<details>`` list that needs no JavaScript. Render a :func:`shuffled` bank for a learner."""
+    uid = html_id("xlq", bank.stem, bank.title, *(q.prompt for q in bank.questions))
+    out = [f'<div class="xferlib-quiz" id="{uid}">', f"<style>{_QUIZ_CSS.format(id=uid)}</style>",
+           f"<h3>Quiz: {html_text(bank.title)}</h3>",
+           '<p class="xlq-nojs"><i>Checking answers needs this cell to run (a saved, untrusted notebook shows the '
+           "questions only); the answers are listed at the end.</i></p>"]
+    for n, q in enumerate(bank.questions, 1):
+        key = json.dumps(q.keys if q.kind != "numeric" else q.answer)
+        out.append(f'<div class="xlq-q" data-kind="{q.kind}" data-key="{html.escape(key)}" data-tolerance="{q.tolerance!r}">'
+                   f'<fieldset><legend>{n}. {html_text(q.prompt)} <span class="xlq-hint">({_HINTS[q.kind]})</span></legend>')
+        if q.kind == "numeric":
+            out.append(f'<label>Your answer: <input type="text" inputmode="decimal" size="12" aria-label="answer to question {n}"></label>')
         else:
-            field = w.Text(value="", placeholder="a number", layout=w.Layout(width="160px"))
-            read = lambda field=field: field.value  # noqa: E731
-        button = w.Button(description="Check", button_style="primary", layout=w.Layout(width="90px"))
-        feedback = w.HTML()
-
-        def on_click(_, n=n, q=q, read=read, feedback=feedback):
-            ok = q.check(read())
-            results[n] = ok
-            verdict = "<span style='color:green'>✔ Right.</span>" if ok else "<span style='color:#c00'>✘ Not quite.</span>"
-            feedback.value = f"{verdict} {html.escape(q.explanation)}"
-            update_score()
-
-        button.on_click(on_click)
-        items.append(w.VBox([prompt, field, w.HBox([button, feedback])], layout=w.Layout(margin="0 0 12px 0")))
-    update_score()
-
-    return widget_box([w.HTML(f"<h3>Quiz: {html.escape(bank.title)}</h3>"), *items, score],
-                      text=lambda: bank_text(bank), css_class="xferlib-quiz")
+            kind = "radio" if q.kind == "single" else "checkbox"
+            for i, c in enumerate(q.choices):
+                out.append(f'<div class="xlq-choice" data-choice="{i}"><label><input type="{kind}" name="{uid}-{n}" value="{i}"> '
+                           f'<span class="xlq-mark" aria-live="polite"></span>{html_text(c.text)}</label>'
+                           f'<div class="xlq-fb" hidden>{html_text(c.feedback)}</div></div>')
+        out.append('<button type="button" class="xlq-check">Check</button>'
+                   '<div class="xlq-verdict" role="status" aria-live="polite"></div>'
+                   f'<div class="xlq-explain" hidden>{html_text(q.explanation)}</div></fieldset></div>')
+    out.append(f'<p class="xlq-score" aria-live="polite">{len(bank)} questions</p>')
+    out.append("<details><summary>Answers</summary><ol>")
+    for q in bank.questions:
+        letters = f"{_letters(q.keys)}) " if q.keys else ""
+        out.append(f"<li><b>{letters}{html_text(q.answer_text())}</b>: {html_text(q.explanation)}</li>")
+    out.append("</ol></details>")
+    out.append(f"<script>{_QUIZ_JS.replace('{id}', uid)}</script></div>")
+    return "\n".join(out)
 
 
-def widget_box(children, text, css_class: str):
-    """A VBox of ``children`` that front ends without widgets (a saved notebook, nbval, a
-    terminal) show as the plain text ``text()`` returns at display time."""
-    import ipywidgets as w
-
-    class TextFallbackBox(w.VBox):
-        def _repr_mimebundle_(self, **kwargs):
-            bundle = super()._repr_mimebundle_(**kwargs)
-            if isinstance(bundle, dict):
-                bundle["text/plain"] = text()
-            return bundle
-
-    box = TextFallbackBox(children)
-    box.add_class(css_class)
-    return box
-
-
-def quiz(stem: str, root=None, widgets: bool | None = None):
-    """Show a quiz bank: interactive widgets in Jupyter (check button, feedback with the
-    explanation, running score) inside a Jupyter kernel, plain text elsewhere."""
-    bank = load_bank(stem, root)
-    if widgets is None:
-        widgets = in_kernel()
-    if widgets:
-        try:
-            box = _widget(bank)
-        except ImportError:
-            widgets = False
-        else:
-            from IPython.display import display
-
-            display(box)
-            return None
+def quiz(stem: str, root=None, interactive: bool | None = None, who: str | None = None) -> None:
+    """Show a quiz bank with its choices in ``who``'s order (default :func:`learner`): HTML with
+    checking, per-choice feedback and a score inside a notebook, plain text elsewhere."""
+    bank = shuffled(load_bank(stem, root), who)
+    if interactive is None:
+        interactive = in_kernel()
     text = bank_text(bank)
-    print(text)
-    return None
+    if interactive:
+        show_html(bank_html(bank), text)
+    else:
+        print(text)
 
 
 # --------------------------------------------------------------------------- terminal drill
@@ -404,7 +583,7 @@ def drill(items, ask=input, out=print, results=None) -> dict[str, list[bool]]:
     for n, (topic, q) in enumerate(items, 1):
         out(f"\n[{n}/{len(items)}] ({topic}) {q.prompt}")
         for i, choice in enumerate(q.choices):
-            out(f"   {chr(97 + i)}) {choice}")
+            out(f"   {chr(97 + i)}) {choice.text}")
         out({"single": "   (one letter)", "multiple": "   (all letters that apply, e.g. a,c)", "numeric": "   (a number)"}[q.kind])
         while True:
             try:
@@ -421,7 +600,14 @@ def drill(items, ask=input, out=print, results=None) -> dict[str, list[bool]]:
                 out(f"   ({err}; try again)")
         ok = q.check(response)
         results.setdefault(topic, []).append(ok)
-        out(("   Right. " if ok else f"   Not quite: the answer is {q.answer_text()}. ") + q.explanation)
+        picked = [response] if q.kind == "single" else sorted(set(response)) if q.kind == "multiple" else []
+        for i in picked:
+            out(f"   {chr(97 + i)}) {'right' if i in q.keys else 'wrong'}: {q.choices[i].feedback}")
+        if ok:
+            out(f"   Right. {q.explanation}")
+        else:
+            letters = f"{_letters(q.keys)}) " if q.keys else ""
+            out(f"   Not quite: the answer is {letters}{q.answer_text()}. {q.explanation}")
     return results
 
 
@@ -458,9 +644,11 @@ def main(argv=None, ask=input) -> int:
     parser.add_argument("--root", default=None, help="folder holding the banks")
     parser.add_argument("--list", action="store_true", help="list the banks and exit")
     parser.add_argument("--check", action="store_true", help="validate the banks and exit")
+    parser.add_argument("--stats", action="store_true", help="what a test-wise guesser could exploit, per bank, and exit")
+    parser.add_argument("--in-order", action="store_true", help="show the choices in the bank's order, not shuffled")
     args = parser.parse_args(argv)
     try:
-        stems = list_banks(args.root) if (args.all or args.list or args.check and not args.stems) else args.stems
+        stems = list_banks(args.root) if (args.all or args.list or (args.check or args.stats) and not args.stems) else args.stems
         if args.list:
             for stem in stems:
                 bank = load_bank(stem, args.root)
@@ -475,6 +663,11 @@ def main(argv=None, ask=input) -> int:
     if args.check:
         print(f"{len(banks)} bank(s), {sum(len(b) for b in banks)} questions: all valid")
         return 0
+    if args.stats:
+        print(stats_table(banks))
+        return 0
+    if not args.in_order:
+        banks = [shuffled(bank) for bank in banks]
     # a question's own topic when its bank gives one, else the bank's title
     items = [(q.topic or bank.title, q) for bank in banks for q in bank.questions]
     if args.random:
@@ -490,5 +683,14 @@ def main(argv=None, ask=input) -> int:
     return 0
 
 
+def run() -> int:
+    """``main()`` for a terminal: output piped into ``head`` that closes early ends quietly."""
+    try:
+        return main()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
