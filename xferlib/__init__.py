@@ -33,6 +33,9 @@ _HOME = {
     "flashcards": [],
     "challenges": [],
     "adaptation": [],
+    "calibration": ["apply_temperature", "expected_calibration_error", "fit_temperature", "plot_reliability", "reliability"],
+    "similarity": ["linear_cka"],
+    "weightspace": ["interpolate_weights", "l2sp_penalty", "weight_distance"],
     "text": [],
     "editions": [],
 }
