@@ -40,3 +40,23 @@ def test_cache_key_bench_writes_its_figures(tmp_path):
     rows = [line for line in out.read_text().splitlines() if line.startswith("| key by") or line.startswith("| feature")]
     assert len(rows) == 3 and all(float(r.split("|")[2]) > 0 for r in rows), rows
     assert "faster to index" in out.read_text()
+
+
+@pytest.mark.slow
+def test_peft_bench_quick_run_writes_its_tables(tmp_path):
+    out = tmp_path / "peft.md"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "peft_methods.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "A quick run" in text and "Figures are medians on a shared" in text
+    for model in ("EfficientNet-Lite0", "all-MiniLM-L6-v2"):
+        section = text.split(f"## {model}:", 1)[1].split("\n## ", 1)[0]
+        rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in section.splitlines()
+                if r.startswith("| LoRA r=8 |") or r.startswith("| full fine-tuning |")}
+        lora, full = rows["LoRA r=8"], rows["full fine-tuning"]
+        assert full[1] == "100.0%" and full[5] == "1.00x", full
+        assert float(lora[1].rstrip("%")) < 20 and float(lora[3].rstrip("%")) < 20, lora  # trainable and stored
+        assert all(cell.endswith("MiB") for cell in lora[7:] + full[7:]), (lora, full)  # memory was probed
+        assert "LoRA r=8, merged" in section
+    assert "What the numbers show" in text and "conv_pw" in text

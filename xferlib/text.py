@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from .data import stratified_split
 from .device import pick_device
@@ -153,6 +154,20 @@ def encode_texts(
     if not cache:
         return run()["embeddings"]
     return cached(entry_path(cache, "text", text_cache_key(encoder, texts, batch_size)), run)["embeddings"]
+
+
+# --------------------------------------------------------------------------- a classifier to fine-tune
+class SentenceClassifier(nn.Module):
+    """The sentence encoder's embedding, then a linear head: a text classifier to fine-tune
+    whole or wrap with PEFT adapters. Used in bench/peft_methods.py and tests/test_peft.py."""
+
+    def __init__(self, encoder, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(_dimension(encoder), num_classes)
+
+    def forward(self, features):  # features: the encoder's tokenizer output for a batch of sentences
+        return self.head(self.encoder(dict(features))["sentence_embedding"])  # dict(): the encoder adds keys to its input
 
 
 # --------------------------------------------------------------------------- the dataset
