@@ -296,7 +296,7 @@ def main(argv=None) -> int:
         print(f"benchmark {key} ...", flush=True)
         results[key] = bench_course() if key == "4" else steps[key](args.repeats)
     text = report(results, args.repeats)
-    args.out.write_text(text + "\n")
+    xl.storage.write_atomic(args.out, text + "\n")
     print(text)
     return 0
 

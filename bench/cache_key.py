@@ -128,10 +128,7 @@ def main(argv=None) -> int:
         "",
     ]
     text = "\n".join(lines)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_name(args.out.name + ".tmp")
-    tmp_out.write_text(text)
-    tmp_out.replace(args.out)
+    xl.storage.write_atomic(args.out, text)
     print(text)
     return 0
 

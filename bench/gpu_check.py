@@ -115,8 +115,7 @@ def main(argv=None) -> int:
     ft = fine_tuning(device, repeats=args.repeats, **sizes)
     nbs = None if args.no_notebooks else notebooks(device)
     text = report(device, ft, nbs, args.repeats)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    xl.storage.write_atomic(out, text)
     print(text)
     return 0
 

@@ -120,6 +120,19 @@ class Setup:
         return step, epoch
 
 
+def _timed(compute):
+    """``compute()`` without gradients, and its seconds: the one-off caching pass of a cached method."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = compute()
+    return out, time.perf_counter() - start
+
+
+def _on_cache(model: nn.Module, batches, oneoff: float) -> "Setup":
+    """A model that trains on cached inputs and stores its whole ``state_dict`` per task."""
+    return Setup(model, batches, model, lambda f: save_tensors(f, model.state_dict()), oneoff)
+
+
 def save_tensors(folder: Path, tensors: dict) -> None:
     from safetensors.torch import save_file
 
@@ -171,27 +184,19 @@ class Lite0Task:
         batches = _batches(self.x, self.y)
         if method == "linear probe":
             backbone = self.backbone().eval()
-            start = time.perf_counter()
-            with torch.no_grad():
-                feats = torch.cat([backbone(x) for x, _ in batches])
-            oneoff = time.perf_counter() - start
+            feats, oneoff = _timed(lambda: torch.cat([backbone(x) for x, _ in batches]))
             del backbone
             torch.manual_seed(0)
-            head = nn.Linear(feats.shape[1], self.classes)
-            return Setup(head, _batches(feats, self.y), head, lambda f: save_tensors(f, head.state_dict()), oneoff)
+            return _on_cache(nn.Linear(feats.shape[1], self.classes), _batches(feats, self.y), oneoff)
         if method == "last block, input cached":
             backbone = self.backbone()
             lower, upper = backbone.split(len(backbone.stages) - 2)  # block7 and top train
             lower = xl.freeze(lower)
             del backbone
-            start = time.perf_counter()
-            with torch.no_grad():
-                maps = torch.cat([lower(x) for x, _ in batches])
-            oneoff = time.perf_counter() - start
+            maps, oneoff = _timed(lambda: torch.cat([lower(x) for x, _ in batches]))
             del lower
             torch.manual_seed(0)
-            model = xl.build_classifier(upper, self.classes)
-            return Setup(model, _batches(maps, self.y), model, lambda f: save_tensors(f, model.state_dict()), oneoff)
+            return _on_cache(xl.build_classifier(upper, self.classes), _batches(maps, self.y), oneoff)
         if method == "full fine-tuning":
             model = self.classifier(frozen=False)
             return Setup(model, batches, model, lambda f: save_tensors(f, model.state_dict()))
@@ -277,13 +282,10 @@ class MiniLMTask:
         batches = self.batches()
         if method == "linear probe":
             encoder = self.encoder()
-            start = time.perf_counter()
-            feats = xl.text.encode_texts(encoder, self.texts, batch_size=BATCH)
-            oneoff = time.perf_counter() - start
+            feats, oneoff = _timed(lambda: xl.text.encode_texts(encoder, self.texts, batch_size=BATCH))
             del encoder
             torch.manual_seed(0)
-            head = nn.Linear(384, self.classes)
-            return Setup(head, _batches(feats, self.y), head, lambda f: save_tensors(f, head.state_dict()), oneoff)
+            return _on_cache(nn.Linear(384, self.classes), _batches(feats, self.y), oneoff)
         if method == "last block, input cached":
             encoder = xl.freeze(self.encoder()).eval()
             top = _layers(encoder)[-1]
@@ -293,20 +295,21 @@ class MiniLMTask:
                 mask = args[1] if len(args) > 1 else kwargs.get("attention_mask")
                 caught["in"] = (args[0].detach().clone(), None if mask is None else mask.detach().clone())
 
-            start = time.perf_counter()
-            hook = top.register_forward_pre_hook(catch, with_kwargs=True)
-            cached = []
-            with torch.no_grad():
+            def run_and_catch():
+                cached = []
                 for features, y in batches:
                     encoder(dict(features))
                     cached.append(((*caught["in"], features["attention_mask"]), y))
+                return cached
+
+            hook = top.register_forward_pre_hook(catch, with_kwargs=True)
+            cached, oneoff = _timed(run_and_catch)
             hook.remove()
-            oneoff = time.perf_counter() - start
             xl.unfreeze(top)
             torch.manual_seed(0)
             model = CachedTop(top, self.classes)
             del encoder
-            return Setup(model, cached, model, lambda f: save_tensors(f, model.state_dict()), oneoff)
+            return _on_cache(model, cached, oneoff)
         if method == "full fine-tuning":
             model = self.classifier(frozen=False)  # the unused pooler stays frozen (see __init__)
             return Setup(model, batches, model, lambda f: save_tensors(f, model.state_dict()))
@@ -634,10 +637,7 @@ def main(argv=None) -> int:
         lines += task_section(f"{TASKS[key].name}: {data_text}", rows, memory, inference)
     lines += ["## What the numbers show", "", *summary(sections), "", *TARGETS_NOTE, ""]
     text = "\n".join(lines)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_name(args.out.name + ".tmp")
-    tmp_out.write_text(text)
-    tmp_out.replace(args.out)
+    xl.storage.write_atomic(args.out, text)
     print(text)
     return 0
 

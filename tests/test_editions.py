@@ -220,7 +220,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     def failing_replace(a, b):
         raise OSError("disk full")
 
-    monkeypatch.setattr(E.os, "replace", failing_replace)
+    monkeypatch.setattr("xferlib.storage.os.replace", failing_replace)  # the one atomic writer
     assert E.main(["student", str(src), str(dst)]) == 2
     assert list(dst.iterdir()) == []
 

@@ -236,6 +236,23 @@ def test_a_crashed_write_leaves_no_orphan_behind_the_next_one(tmp_path):
     assert target.exists() and not orphan.exists() and busy.exists()
 
 
+def test_write_atomic_replaces_a_file_whole_or_not_at_all(tmp_path, monkeypatch):
+    target = tmp_path / "report.md"
+    target.write_text("old report")
+    xl.storage.write_atomic(target, "new report: 1.5x\n")
+    assert target.read_text(encoding="utf-8") == "new report: 1.5x\n"
+    xl.storage.write_atomic(target, b"\x00bytes")
+    assert target.read_bytes() == b"\x00bytes"
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xl.storage.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        xl.storage.write_atomic(target, "half")
+    assert target.read_bytes() == b"\x00bytes" and sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+
+
 def test_a_model_trains_after_its_features_were_extracted(tiny_images):
     """The move to channels_last happens outside inference mode, so the weights stay trainable."""
     backbone = xl.load_backbone(pretrained=False, image_size=32)

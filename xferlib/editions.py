@@ -17,13 +17,14 @@ written. Cells and lines in error messages are counted from 1.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
 
 import nbformat
 from nbformat.reader import reads as _read_any_version
+
+from .storage import write_atomic
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 _HINT = re.compile(r"^\s*#\s*hint:\s*(.+)$", re.I)
@@ -133,23 +134,6 @@ def _check_folders(src: Path, dst: Path) -> None:
                            "or inside it; choose a folder outside it")
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` through a temporary file beside it and os.replace.
-
-    A reader never sees half a notebook, and a failure leaves no temporary file. The temporary
-    file is created exclusively, so it never overwrites a file that happens to have its name.
-    """
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    handle = open(tmp, "xb")
-    try:
-        with handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def make_editions(kind: str, src: Path, dst: Path) -> list[Path]:
     """Write the ``student`` or ``instructor`` edition of every notebook in ``src`` to ``dst``.
 
@@ -185,7 +169,7 @@ def make_editions(kind: str, src: Path, dst: Path) -> list[Path]:
 
     dst.mkdir(parents=True, exist_ok=True)
     for target, data in outputs:
-        _write_atomically(target, data)
+        write_atomic(target, data)
     return [target for target, _ in outputs]
 
 

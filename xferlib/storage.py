@@ -59,12 +59,12 @@ def _tmp_owner_gone(tmp: Path) -> bool:
     return False
 
 
-def save_atomic(obj, path) -> Path:
-    """``torch.save(obj)`` to ``path`` so that the file appears complete or not at all.
+@contextlib.contextmanager
+def _atomic_file(path: Path):
+    """A binary handle on a new temporary file beside ``path``, renamed onto it on success.
 
     Leftovers of earlier writes to the same name that crashed (their process is gone) are
-    removed first."""
-    path = Path(path)
+    removed first; a failure leaves no temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     for old in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
         if _tmp_owner_gone(old):
@@ -72,11 +72,26 @@ def save_atomic(obj, path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_atomic(obj, path) -> Path:
+    """``torch.save(obj)`` to ``path`` so that the file appears complete or not at all."""
+    path = Path(path)
+    with _atomic_file(path) as f:
+        torch.save(obj, f)
+    return path
+
+
+def write_atomic(path, data: bytes | str) -> Path:
+    """Text (UTF-8) or bytes to ``path``, complete or not at all (editions, benchmark reports)."""
+    path = Path(path)
+    with _atomic_file(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
     return path
 
 
