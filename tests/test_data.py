@@ -930,3 +930,12 @@ def test_stack_gives_every_item_as_two_tensors():
     images, labels = xl.data.stack(data)
     assert images.shape == (len(data), 3, 16, 16) and labels.dtype == torch.int64
     assert torch.equal(images[3], data[3][0]) and labels.tolist() == list(data.labels)
+
+
+def test_package_photos_are_the_photos_behind_photo_patches_as_copies():
+    photos = data.package_photos()
+    assert list(photos) == data.photo_patches("test", n_per_class=1, size=8).classes
+    for name, photo in photos.items():
+        assert photo.dtype == np.uint8 and photo.ndim == 3 and photo.shape[2] == 3 and min(photo.shape[:2]) >= 256, name
+    photos["cat"][:] = 0
+    assert data.package_photos()["cat"].any(), "a copy: changing it leaves the photos behind photo_patches alone"

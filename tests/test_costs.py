@@ -1,0 +1,99 @@
+"""xl.costs.training_memory on models whose answers are known by hand (lesson 10 reads it for
+full fine-tuning, LoRA and the rest; lesson 14 builds on it)."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import xferlib as xl
+
+BATCH, IN, HIDDEN, OUT = 4, 5, 8, 3
+
+
+def _x():
+    return torch.randn(BATCH, IN, generator=torch.Generator().manual_seed(0))
+
+
+def test_a_linear_layer_saves_its_input_and_has_a_gradient_per_weight():
+    torch.manual_seed(0)
+    layer = nn.Linear(IN, OUT)
+    mem = xl.costs.training_memory(layer, _x())
+    weights = IN * OUT + OUT
+    assert mem["trainable"] == weights
+    assert mem["parameters"] == weights * 4
+    assert mem["gradients"] == weights * 4
+    assert mem["optimizer"] == 2 * weights * 4  # AdamW: two running averages per weight
+    assert mem["activations"] == BATCH * IN * 4  # the input, kept to compute the weight's gradient
+    assert mem["total"] == mem["parameters"] + mem["gradients"] + mem["optimizer"] + mem["activations"]
+
+
+def test_weights_that_an_op_saves_are_not_counted_as_activations():
+    """With an input that needs a gradient, the linear layer also saves its weight (for the
+    input's gradient): that is a parameter, already counted, not an activation."""
+    layer = nn.Linear(IN, OUT)
+    x = _x().requires_grad_(True)
+    assert xl.costs.training_memory(layer, x)["activations"] == BATCH * IN * 4
+
+
+def test_a_frozen_model_reports_no_gradients_no_optimizer_state_and_no_activations():
+    model = xl.freeze(nn.Sequential(nn.Linear(IN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, OUT)))
+    mem = xl.costs.training_memory(model, _x())
+    assert mem["gradients"] == mem["optimizer"] == mem["activations"] == mem["trainable"] == 0
+    assert mem["parameters"] == ((IN + 1) * HIDDEN + (HIDDEN + 1) * OUT) * 4
+
+
+def test_a_frozen_first_layer_keeps_nothing_for_the_backward_pass():
+    """Only the last layer trains: autograd keeps its input (the ReLU's output), and nothing of
+    the frozen layer below, whose weights need no gradient and whose input needs none."""
+    model = nn.Sequential(nn.Linear(IN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, OUT))
+    xl.freeze(model[0])
+    mem = xl.costs.training_memory(model, _x())
+    assert mem["trainable"] == (HIDDEN + 1) * OUT
+    assert mem["gradients"] == (HIDDEN + 1) * OUT * 4
+    assert mem["activations"] == BATCH * HIDDEN * 4
+
+
+def test_targets_add_what_the_loss_saves():
+    layer = nn.Linear(IN, OUT)
+    y = torch.tensor([0, 1, 2, 0])
+    with_loss = xl.costs.training_memory(layer, _x(), y)["activations"]
+    # the input, the log-probabilities (B x C floats) and the targets (B int64), plus at most a
+    # few scalars (the negative log-likelihood keeps its total weight)
+    expected = BATCH * IN * 4 + BATCH * OUT * 4 + BATCH * 8
+    assert expected <= with_loss <= expected + 16
+
+
+def test_the_model_comes_back_as_it_was():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(IN, HIDDEN), nn.Dropout(0.5), nn.Linear(HIDDEN, OUT)).eval()
+    before = copy.deepcopy(model.state_dict())
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    rng = torch.get_rng_state()
+    xl.costs.training_memory(model, _x())
+    assert not model.training and not model[1].training, "modes restored"
+    assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight)), "old gradients restored"
+    assert model[2].weight.grad is None
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(torch.get_rng_state(), rng), "dropout's random draws do not move the global generator"
+
+
+def test_only_the_trainable_part_of_a_real_backbone_has_gradients(lite0):
+    model = xl.build_classifier(copy.deepcopy(lite0), 3)
+    xl.freeze(model.backbone)
+    x = torch.randn(2, 3, 64, 64)
+    head_only = xl.costs.training_memory(model, x)
+    assert head_only["gradients"] == (1280 * 3 + 3) * 4
+    assert head_only["activations"] == 2 * 1280 * 4  # the pooled features, the head's input
+    for p in model.backbone.parameters():
+        p.requires_grad_(True)
+    full = xl.costs.training_memory(model, x)
+    assert full["gradients"] == full["parameters"]
+    assert full["activations"] > 100 * head_only["activations"]
+    assert xl.freezing.is_pinned(next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d)))
+
+
+@pytest.mark.parametrize("tensors, expected", [([], 0), ([torch.zeros(3, 2)], 24), ([torch.zeros(2, dtype=torch.int64), torch.zeros(4, dtype=torch.float16)], 24)])
+def test_tensor_bytes(tensors, expected):
+    assert xl.costs.tensor_bytes(tensors) == expected

@@ -1,0 +1,91 @@
+"""What training a model costs, counted rather than guessed (lessons 10 and 14).
+
+``training_memory`` runs one forward and backward pass and reports, in bytes, the four things a
+training step holds: the weights, their gradients (trainable weights only), the optimizer's
+running statistics, and the activations that autograd keeps for the backward pass. The last one
+is measured with ``torch.autograd.graph.saved_tensors_hooks``: every tensor an operation saves
+is counted once (by its storage), and the model's own parameters and buffers, which ops save
+too, are not counted again. Lesson 10 uses it to show where the memory of full fine-tuning,
+LoRA and the other parameter-efficient methods goes; lesson 14 adds compute (FLOPs) here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """The bytes of some tensors' elements (a ``state_dict``'s values, a model's parameters); lessons 10, 14."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@contextlib.contextmanager
+def _train_mode(model: nn.Module):
+    modes = [(m, m.training) for m in model.modules()]
+    model.train()  # layers pinned by xl.freeze stay in eval mode
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def training_memory(model: nn.Module, inputs, targets=None, loss_fn: Callable | None = None,
+                    optimizer_states: int = 2) -> dict:
+    """Bytes held by one training step of ``model`` on ``inputs``: parameters, gradients, optimizer state, saved activations; lessons 10, 14.
+
+    One forward and backward pass in train mode (each layer's mode, the gradients and the random
+    state are put back afterwards; no weight changes). ``targets`` given: cross-entropy (or
+    ``loss_fn``), else the sum of the outputs. ``optimizer_states`` is the number of running
+    tensors the optimizer keeps per trainable weight (AdamW and Adam: 2, SGD with momentum: 1).
+    Returns a dict of ints: ``parameters``, ``gradients``, ``optimizer``, ``activations``, ``total``
+    and ``trainable`` (a count of weights, not bytes). Activations are the tensors saved for the
+    backward pass at the end of the forward pass, deduplicated by storage; the temporaries of the
+    backward pass itself are not included.
+    """
+    params = list(model.parameters())
+    trainable = [p for p in params if p.requires_grad]
+    owned = {t.untyped_storage().data_ptr() for t in params + list(model.buffers())}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in owned and storage.nbytes() > 0:
+            saved[ptr] = max(saved.get(ptr, 0), storage.nbytes())
+        return t
+
+    old_grads = [p.grad for p in trainable]
+    for p in trainable:
+        p.grad = None
+    try:
+        with torch.random.fork_rng(devices=[]), _train_mode(model), torch.enable_grad():
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                out = model(inputs)
+                if isinstance(out, dict):  # a Hugging Face style output
+                    out = out.get("logits", next(iter(out.values())))
+                if targets is not None:
+                    loss = (loss_fn or nn.functional.cross_entropy)(out, targets)
+                else:
+                    loss = out.float().sum()
+            if loss.requires_grad:
+                loss.backward()
+            grads = tensor_bytes(p.grad for p in trainable if p.grad is not None)
+            del out, loss
+    finally:
+        for p, g in zip(trainable, old_grads):
+            p.grad = g
+    n_trainable = sum(p.numel() for p in trainable)
+    result = {
+        "parameters": tensor_bytes(params),
+        "gradients": grads,
+        "optimizer": optimizer_states * tensor_bytes(trainable),
+        "activations": sum(saved.values()),
+        "trainable": n_trainable,
+    }
+    result["total"] = result["parameters"] + result["gradients"] + result["optimizer"] + result["activations"]
+    return result
