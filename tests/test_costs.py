@@ -97,3 +97,20 @@ def test_only_the_trainable_part_of_a_real_backbone_has_gradients(lite0):
 @pytest.mark.parametrize("tensors, expected", [([], 0), ([torch.zeros(3, 2)], 24), ([torch.zeros(2, dtype=torch.int64), torch.zeros(4, dtype=torch.float16)], 24)])
 def test_tensor_bytes(tensors, expected):
     assert xl.costs.tensor_bytes(tensors) == expected
+
+
+def test_release_memory_gives_freed_memory_back():
+    import sys
+
+    def rss_mib():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2**20
+
+    chunks = [bytearray(64 * 1024) for _ in range(4000)]  # 250 MiB in heap blocks (below the mmap threshold)
+    kept = chunks[::16]  # a few blocks stay alive, so the heap cannot simply shrink from its top
+    del chunks
+    before = rss_mib() if sys.platform == "linux" else None
+    trimmed = xl.release_memory()
+    if sys.platform == "linux" and trimmed:
+        assert rss_mib() < before - 100, "the freed heap blocks went back to the system"
+    assert isinstance(trimmed, bool) and len(kept) == 250

@@ -26,7 +26,7 @@ _HOME = {
     "freezing": ["count_parameters", "freeze", "freeze_stages", "is_frozen", "trainable_table", "unfreeze"],
     "training": ["Classifier", "History", "accuracy_spread", "build_classifier", "evaluate", "fit", "param_groups", "predict"],
     "features": ["extract_features", "feature_dataset"],
-    "costs": ["training_memory"],
+    "costs": ["release_memory", "training_memory"],
     "checkpoints": ["load_checkpoint", "save_checkpoint"],
     "diagnostics": ["Finding", "doctor"],
     "plots": ["plot_confusion_matrix", "plot_embedding", "plot_feature_maps", "plot_filters", "plot_history", "show_images"],

@@ -12,6 +12,9 @@ LoRA and the other parameter-efficient methods goes; lesson 14 adds compute (FLO
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 from typing import Callable, Iterable
 
 import torch
@@ -21,6 +24,27 @@ from torch import nn
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     """The bytes of some tensors' elements (a ``state_dict``'s values, a model's parameters); lessons 10, 14."""
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def release_memory() -> bool:
+    """Collect garbage and hand freed heap memory back to the operating system (glibc's ``malloc_trim``); lessons 10, 14.
+
+    After a large model is dropped, the C allocator keeps much of its memory for reuse, so the
+    process's resident memory stays high; large new tensors are then mapped afresh beside it. A
+    lesson that runs several models one after another calls this between them to keep its peak
+    down. Returns True where the trim ran (Linux with glibc), False elsewhere (garbage collected only).
+    """
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        trim = None
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 @contextlib.contextmanager
