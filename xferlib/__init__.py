@@ -17,6 +17,7 @@ import importlib
 _HOME = {
     "display": [],
     "experiments": ["ClaimFailed", "Comparison", "claim", "compare"],
+    "distributed": [],
     "storage": ["clear_cache"],
     "device": ["environment_report", "pick_device", "seed_everything"],
     "backbones": ["Backbone", "BackboneSpec", "BackboneUnavailable", "eval_transform", "get_spec", "imagenet_classes",

@@ -3,6 +3,9 @@
 ``weights_only=True`` means no code runs from the file, so a checkpoint from anywhere can be
 opened safely; the price is that only plain data loads. ``save_checkpoint`` therefore checks
 the metadata when it writes, so that what saves also loads.
+
+Under torchrun every process calls ``save_checkpoint`` as a single process would: rank 0 alone
+writes, and the others wait until the file is there (see :mod:`xferlib.distributed`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .storage import save_atomic
 
 _PLAIN = (type(None), bool, int, float, str)
@@ -55,13 +59,22 @@ def save_checkpoint(path, model: nn.Module, optimizer: torch.optim.Optimizer | N
     renamed into place. ``meta`` values must be plain data (numbers, text, lists, dicts,
     tensors; NumPy numbers are stored as Python numbers); anything else is refused here,
     before a file is written, rather than when it is loaded.
+
+    Under torchrun, call it on every process (not inside ``if is_main()``): rank 0 writes, the
+    others wait for it, so the file is there for all of them once it returns; rank 0's error, if
+    any, is raised on every process. A DistributedDataParallel wrapper is saved as its model.
     """
     path = Path(path)
-    meta = {key: _plain(value, repr(key)) for key, value in meta.items()}
-    payload = {"model": model.state_dict(), "meta": meta}
-    if optimizer is not None:
-        payload["optimizer"] = optimizer.state_dict()
-    return save_atomic(payload, path)
+    meta = {key: _plain(value, repr(key)) for key, value in meta.items()}  # refused on every process alike
+    distributed.setup()
+
+    def write() -> Path:
+        payload = {"model": distributed.unwrap(model).state_dict(), "meta": meta}
+        if optimizer is not None:
+            payload["optimizer"] = optimizer.state_dict()
+        return save_atomic(payload, path)
+
+    return distributed.on_main(write)
 
 
 def load_checkpoint(path, model: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None, strict: bool = True) -> dict:
@@ -87,7 +100,7 @@ def load_checkpoint(path, model: nn.Module | None = None, optimizer: torch.optim
         raise ValueError(f"{path} is not an xferlib checkpoint (no 'model' entry)")
     if model is not None:
         try:
-            model.load_state_dict(payload["model"], strict=strict)
+            distributed.unwrap(model).load_state_dict(payload["model"], strict=strict)
         except RuntimeError as err:
             raise ValueError(f"{path} does not fit this model: {err}") from err
     if optimizer is not None and "optimizer" in payload:

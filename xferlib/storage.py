@@ -7,7 +7,8 @@ embeddings so a lesson runs its frozen backbone once; :func:`cached` reads or co
 entry, warns instead of losing the work when the folder cannot be written, and keeps the
 folder under a size limit (``$XFERLIB_CACHE_LIMIT_MB``, default 2048) by removing the
 least recently used entries. :func:`clear_cache` empties it. Used by features, text and
-checkpoints (writes) and by data (dataset fingerprints).
+checkpoints (writes) and by data (dataset fingerprints). Under torchrun, rank 0 alone reads
+and writes cache entries and the other processes wait for it (:mod:`xferlib.distributed`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+
+from . import distributed
 
 CACHE_ENV = "XFERLIB_CACHE"
 LIMIT_ENV = "XFERLIB_CACHE_LIMIT_MB"
@@ -159,23 +162,23 @@ def entry_path(cache, kind: str, key: str) -> Path:
     return folder / f"xl-{kind}-{key[:24]}.pt"
 
 
-def cached(path, compute: Callable[[], dict]) -> dict:
-    """The dict of tensors stored at ``path``, or ``compute()`` stored there and returned.
-
-    An unreadable entry is computed again. A folder that cannot be written costs the cache,
-    not the result: a warning says so and the computed value is returned."""
-    path = Path(path)
-    if path.exists():
-        try:
-            value = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # truncated or foreign: compute again
+def _load_entry(path: Path, repair: bool = True):
+    """The entry at ``path``, or None when there is none or it cannot be read (then removed, with ``repair``)."""
+    if not path.exists():
+        return None
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated or foreign: compute again
+        if repair:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
-        else:
-            with contextlib.suppress(OSError):  # a read-only cache still serves its entries
-                os.utime(path)  # recently used: the size limit removes the oldest first
-            return value
-    value = compute()
+        return None
+    with contextlib.suppress(OSError):  # a read-only cache still serves its entries
+        os.utime(path)  # recently used: the size limit removes the oldest first
+    return value
+
+
+def _store_entry(path: Path, value: dict) -> None:
     try:
         save_atomic(value, path)
         _enforce_limit(path.parent, keep=path)
@@ -183,8 +186,39 @@ def cached(path, compute: Callable[[], dict]) -> dict:
         warnings.warn(
             f"Could not write the cache entry {path} ({err.strerror or err}); the result is returned "
             f"but not kept. Set {CACHE_ENV} to a writable folder, or pass cache=False.",
-            stacklevel=3,
+            stacklevel=4,
         )
+
+
+def cached(path, compute: Callable[[], dict]) -> dict:
+    """The dict of tensors stored at ``path``, or ``compute()`` stored there and returned.
+
+    An unreadable entry is computed again. A folder that cannot be written costs the cache,
+    not the result: a warning says so and the computed value is returned.
+
+    Under torchrun every process calls this alike: rank 0 decides whether the entry holds; if
+    not, every process computes (``compute`` may share the work among them), rank 0 alone writes
+    and the others wait until the entry is there. A process that cannot see rank 0's folder
+    (another machine) gets the entry from rank 0."""
+    path = Path(path)
+    if not distributed.setup().active:
+        value = _load_entry(path)
+        if value is None:
+            value = compute()
+            _store_entry(path, value)
+        return value
+    value = _load_entry(path) if distributed.is_main() else None
+    if distributed.broadcast_object(value is not None):  # rank 0 found it
+        if value is None:
+            value = _load_entry(path, repair=False)
+        if not distributed.all_true(value is not None):
+            sent = distributed.broadcast_object(value if distributed.is_main() else None)
+            value = sent if value is None else value
+        return value
+    value = compute()
+    if distributed.is_main():
+        _store_entry(path, value)
+    distributed.barrier()  # the entry exists for everyone once this returns
     return value
 
 

@@ -10,6 +10,11 @@ format on every device. Frozen parts stay frozen (see :mod:`xferlib.freezing`).
 :func:`make_optimizer`, :func:`make_scheduler`, :func:`train_one_epoch` and
 :func:`evaluate`. Bad labels and a loss that turns NaN stop it with a message that says
 where and what to try, instead of weights that quietly become NaN.
+
+Under ``torchrun`` the same calls share the work among the processes (see
+:mod:`xferlib.distributed`): ``fit`` trains a DistributedDataParallel copy on each process's part
+of every global batch, ``predict`` and ``evaluate`` gather every process's outputs, and every
+process returns the same ``History`` and the same metrics.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from . import distributed
 from .device import autocast, place, to_device
 from .display import progress_bar
 
@@ -124,13 +130,24 @@ def _dataset(data):
 
 
 def make_loader(data, batch_size: int, device: torch.device, *, shuffle: bool = False, num_workers: int = 0,
-                seed: int | None = None, drop_last: bool = False) -> DataLoader:
+                seed: int | None = None, drop_last: bool = False, world: distributed.World | None = None) -> DataLoader:
     """A DataLoader over ``data`` (a Dataset or a ``(features, labels)`` pair; a DataLoader
-    is used as it is), with pinned memory on CUDA and a seeded shuffle."""
+    is used as it is), with pinned memory on CUDA and a seeded shuffle.
+
+    With a ``world`` of several processes, this process reads only its part of each global batch
+    of ``batch_size`` (:class:`xferlib.distributed.GlobalBatchSampler`), in the order one process
+    would read them with the same seed."""
     if isinstance(data, DataLoader):
         return data
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+    if world is not None and world.active:
+        data = _dataset(data)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        sampler = distributed.GlobalBatchSampler(len(data), batch_size, rank=world.rank, world_size=world.size,
+                                                 shuffle=shuffle, generator=generator, drop_last=drop_last)
+        return DataLoader(data, batch_sampler=sampler, num_workers=num_workers, pin_memory=device.type == "cuda",
+                          persistent_workers=num_workers > 0, generator=generator)  # one generator, drawn as one process draws it
     return DataLoader(
         _dataset(data),
         batch_size=batch_size,
@@ -175,13 +192,17 @@ def check_labels(labels, num_classes: int | None = None, where: str = "the train
         )
 
 
-def _single_batch_would_break_batchnorm(model: nn.Module, size: int, batch_size: int) -> bool:
-    """True when the last training batch would hold one example and a BatchNorm1d layer (a
-    BatchNorm head) trains: it cannot normalise one vector per channel (PyTorch raises
-    mid-epoch). Convolutional BatchNorm normalises over the pixels too, so it copes."""
-    if size % batch_size != 1:
+def _single_batch_would_break_batchnorm(model: nn.Module, size: int, batch_size: int, processes: int = 1) -> bool:
+    """True when the last training batch would give a process one example (or none, which runs one
+    with weight 0) and a BatchNorm1d layer (a BatchNorm head) trains: it cannot normalise one
+    vector per channel (PyTorch raises mid-epoch). Convolutional BatchNorm normalises over the
+    pixels too, so it copes."""
+    if not any(isinstance(m, nn.BatchNorm1d) and m.training for m in model.modules()):
         return False
-    return any(isinstance(m, nn.BatchNorm1d) and m.training for m in model.modules())
+    if processes > 1 and batch_size == processes:
+        raise ValueError(f"batch_size={batch_size} gives each of the {processes} processes one example per batch, which a "
+                         "BatchNorm1d layer cannot normalise: use a batch of at least 2 per process")
+    return size % batch_size != 0 and (size % batch_size) // processes <= 1
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -242,8 +263,13 @@ class TrainingDiverged(FloatingPointError):
 def train_one_epoch(model, loader, optimizer, loss_fn, device, *, channels_last=False, amp=False, scaler=None,
                     scheduler=None, check_targets=True, epoch: int = 1, progress=None) -> dict:
     """One pass over ``loader``: forward, loss, backward, step. Returns the mean training
-    loss and accuracy. ``scheduler`` (if given) is stepped after every batch."""
+    loss and accuracy. ``scheduler`` (if given) is stepped after every batch.
+
+    A loader that gives this process its part of each global batch (under torchrun, see
+    :class:`xferlib.distributed.GlobalBatchSampler`) also says how much each part weighs; the loss
+    and accuracy returned are then those over all processes, the same on each."""
     scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)
+    share = getattr(getattr(loader, "batch_sampler", None), "share", None)  # several processes: (count, weight) per batch
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for batch, (x, y) in enumerate(progress_bar(loader, enable=progress, desc=f"epoch {epoch}", total=len(loader)), 1):
@@ -260,16 +286,18 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, *, channels_last=
                 "would turn into NaN. Try a lower learning rate (e.g. lr / 10), and check the inputs for NaN or "
                 "infinite values (torch.isfinite(x).all())."
             )
+        n, weight = share(batch - 1) if share is not None else (y.shape[0], 1.0)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(loss if weight == 1.0 else loss * weight).backward()  # a short last batch: parts weighed by size
         scaler.step(optimizer)
         scaler.update()
         if scheduler is not None:
             scheduler.step()
-        n = y.shape[0]
         total_loss += value * n
-        correct += (out.argmax(1) == y).sum().item() if out.dim() == 2 and y.dim() == 1 else 0
+        correct += (out[:n].argmax(1) == y[:n]).sum().item() if out.dim() == 2 and y.dim() == 1 else 0
         seen += n
+    if share is not None:  # the sums over every process's part
+        total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen])
     return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}
 
 
@@ -314,6 +342,12 @@ def fit(
     - ``loss_fn`` (default cross-entropy) is used for training and for the validation loss.
     - ``amp`` uses mixed precision on CUDA only; ``channels_last`` defaults to on for
       convolutional networks; ``progress`` shows tqdm bars (default: when interactive).
+
+    Under ``torchrun`` (see :mod:`xferlib.distributed`) every process calls ``fit`` alike: the
+    model trains wrapped in DistributedDataParallel, ``batch_size`` is the global batch (a
+    multiple of the number of processes), each process reads its part of it, and the weights
+    end as one process with the same ``seed`` would leave them (up to rounding; BatchNorm and
+    dropout aside). Every process returns the same History; rank 0 alone shows progress.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -324,6 +358,13 @@ def fit(
     if monitor not in ("val_loss", "val_accuracy"):
         raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy', got {monitor!r}")
     restore = early_stopping is not None if restore_best is None else restore_best
+    world = distributed.setup()  # several processes under torchrun; nothing in a single one
+    if world.active:
+        if isinstance(train, DataLoader):
+            raise ValueError(f"Under torchrun, {world.size} processes share the training data: pass the Dataset (or a "
+                             "(features, labels) pair), not a DataLoader, so that each process can read its part")
+        distributed.check_batch_size(batch_size, world.size)
+        progress = progress if world.is_main else False
     device, channels_last = place(model, device, channels_last)
     opt = make_optimizer(groups or param_groups(model, lr, body_lr, stage_decay), optimizer, lr, weight_decay)
     check_targets = loss_fn is None  # a custom loss may take other targets (soft labels, floats)
@@ -334,10 +375,14 @@ def fit(
     if not isinstance(train, DataLoader):
         train = _dataset(train)  # a (features, labels) pair becomes a dataset once, here
     size = len(train.dataset if isinstance(train, DataLoader) else train)
-    drop_last = not isinstance(train, DataLoader) and _single_batch_would_break_batchnorm(model, size, batch_size)
-    if drop_last and size == 1:
-        raise ValueError("One training example cannot train a model with BatchNorm layers (a batch of one has no variance)")
-    loader = make_loader(train, batch_size, device, shuffle=True, num_workers=num_workers, seed=seed, drop_last=drop_last)
+    drop_last = not isinstance(train, DataLoader) and _single_batch_would_break_batchnorm(model, size, batch_size, world.size)
+    if drop_last and size < batch_size:  # the only batch would be dropped
+        raise ValueError("One training example cannot train a model with BatchNorm layers (a batch of one has no variance)"
+                         if size == 1 else f"{size} training examples among {world.size} processes leave one or none each, "
+                         "which a BatchNorm1d layer cannot normalise")
+    loader = make_loader(train, batch_size, device, shuffle=True, num_workers=num_workers, seed=distributed.shared_seed(seed),
+                         drop_last=drop_last, world=world)
+    net = distributed.wrap(model, device)  # DistributedDataParallel under torchrun, else the model itself
     sched, per_batch = make_scheduler(scheduler, opt, epochs, len(loader))
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
@@ -349,7 +394,7 @@ def fit(
     for epoch in epoch_bar:
         start = time.perf_counter()
         row = {"epoch": epoch}
-        row.update(train_one_epoch(model, loader, opt, loss_fn, device, channels_last=channels_last, amp=use_amp, scaler=scaler,
+        row.update(train_one_epoch(net, loader, opt, loss_fn, device, channels_last=channels_last, amp=use_amp, scaler=scaler,
                                    scheduler=sched if per_batch else None, check_targets=check_targets, epoch=epoch, progress=progress))
         if sched is not None and not per_batch:
             sched.step()
@@ -358,7 +403,7 @@ def fit(
             metrics = evaluate(model, val, batch_size=batch_size, device=device, channels_last=channels_last, amp=amp, loss_fn=loss_fn)
             row.update(val_loss=metrics["loss"], val_accuracy=metrics["accuracy"])
             epoch_bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}")
-        row["seconds"] = time.perf_counter() - start
+        row["seconds"] = distributed.all_reduce_max([time.perf_counter() - start])[0]  # the slowest process's
         history.append(row)
         if val is None:
             continue
@@ -379,8 +424,23 @@ def fit(
 def predict(model: nn.Module, data, batch_size: int = 64, device=None, channels_last: bool | None = None, amp: bool = True,
             progress: bool | None = False, *, num_workers: int = 0, desc: str = "predict"):
     """``(outputs [N, ...], labels [N])`` of ``model`` over a dataset, on the CPU, in eval mode
-    (every submodule's mode restored afterwards) and inference mode; float32 outputs."""
+    (every submodule's mode restored afterwards) and inference mode; float32 outputs.
+
+    Under ``torchrun`` each process runs a contiguous part of the dataset (in batches of its
+    share of ``batch_size``), and every process returns all the outputs, in order, each once
+    (a DataLoader is not split: each process runs all of it)."""
+    world = distributed.setup()
     device, channels_last = place(model, device, channels_last)  # outside inference mode: the weights stay normal tensors
+    counts = None
+    if world.active and not isinstance(data, DataLoader):
+        data = _dataset(data)
+        counts = distributed.split(len(data), world.size)
+        start = sum(counts[: world.rank])
+        # a process with nothing to do runs one item and keeps none: the gathering needs every process
+        data = Subset(data, range(start, start + counts[world.rank]) if counts[world.rank] else range(1))
+        batch_size = math.ceil(batch_size / world.size) if isinstance(batch_size, int) and batch_size > 0 else batch_size
+    if not world.is_main:
+        progress = False
     loader = make_loader(data, batch_size, device, num_workers=num_workers)
     outputs, labels = [], []
     with eval_mode(model), torch.inference_mode():
@@ -389,12 +449,17 @@ def predict(model: nn.Module, data, batch_size: int = 64, device=None, channels_
                 out = model(to_device(x, device, channels_last))     # [B, C] or [B, F]
             outputs.append(out.float().cpu())
             labels.append(torch.as_tensor(y).cpu())
-    return torch.cat(outputs), torch.cat(labels)
+    outputs, labels = torch.cat(outputs), torch.cat(labels)
+    if counts is not None:  # every process's part, in order
+        mine = counts[world.rank]
+        outputs, labels = distributed.gather_rows(outputs[:mine], counts), distributed.gather_rows(labels[:mine], counts)
+    return outputs, labels
 
 
 def evaluate(model: nn.Module, data, batch_size: int = 64, device=None, channels_last: bool | None = None, amp: bool = True,
              loss_fn: Callable | None = None) -> dict:
-    """Accuracy, mean loss (``loss_fn``, default cross-entropy) and size of ``data`` under ``model``."""
+    """Accuracy, mean loss (``loss_fn``, default cross-entropy) and size of ``data`` under ``model``
+    (under torchrun: over all of ``data``, the same on every process)."""
     logits, labels = predict(model, data, batch_size, device, channels_last, amp)
     loss = (loss_fn or nn.functional.cross_entropy)(logits, labels)
     return {"accuracy": (logits.argmax(1) == labels).float().mean().item(), "loss": float(loss), "n": len(labels)}
