@@ -114,3 +114,28 @@ def test_release_memory_gives_freed_memory_back():
     if sys.platform == "linux" and trimmed:
         assert rss_mib() < before - 100, "the freed heap blocks went back to the system"
     assert isinstance(trimmed, bool) and len(kept) == 250
+
+
+def test_nothing_of_the_model_outlives_the_measurement():
+    """A branch that the loss never reaches (BERT's attention masks have some) keeps its saved
+    output; packed as the tensor itself, that output would point back at its own graph node, a
+    cycle that kept the graph and the model's weights alive after the measurement."""
+    import gc
+    import weakref
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.last = nn.Linear(IN, HIDDEN), nn.Linear(HIDDEN, OUT)
+
+        def forward(self, x):
+            h = self.first(x)
+            torch.exp(h)  # computed and dropped: backward never runs its node
+            return self.last(h)
+
+    model = Branchy()
+    weight = weakref.ref(model.first.weight)
+    xl.costs.training_memory(model, _x())
+    del model
+    gc.collect()
+    assert weight() is None, "the measured model's weights must be freed with it"

@@ -81,7 +81,9 @@ def training_memory(model: nn.Module, inputs, targets=None, loss_fn: Callable | 
         ptr = storage.data_ptr()
         if ptr not in owned and storage.nbytes() > 0:
             saved[ptr] = max(saved.get(ptr, 0), storage.nbytes())
-        return t
+        # Keep the data, not the tensor: a saved output packed as itself refers back to the graph that
+        # holds it, a cycle that would keep the graph (and the model's weights) alive after backward.
+        return t.detach()
 
     old_grads = [p.grad for p in trainable]
     for p in trainable:
