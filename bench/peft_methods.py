@@ -40,7 +40,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,22 +129,11 @@ def _timed(compute):
 
 def _on_cache(model: nn.Module, batches, oneoff: float) -> "Setup":
     """A model that trains on cached inputs and stores its whole ``state_dict`` per task."""
-    return Setup(model, batches, model, lambda f: save_tensors(f, model.state_dict()), oneoff)
-
-
-def save_tensors(folder: Path, tensors: dict) -> None:
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(folder / "task.safetensors"))
+    return Setup(model, batches, model, lambda f: xl.costs.save_tensors(model.state_dict(), f / "task.safetensors"), oneoff)
 
 
 def trainable_tensors(model: nn.Module) -> dict:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def _batches(x, y):
@@ -199,18 +187,18 @@ class Lite0Task:
             return _on_cache(xl.build_classifier(upper, self.classes), _batches(maps, self.y), oneoff)
         if method == "full fine-tuning":
             model = self.classifier(frozen=False)
-            return Setup(model, batches, model, lambda f: save_tensors(f, model.state_dict()))
+            return Setup(model, batches, model, lambda f: xl.costs.save_tensors(model.state_dict(), f / "task.safetensors"))
         model = self.classifier()
         if method == "last block":
             xl.freeze_stages(model, len(model.backbone.stages) - 2)  # block7 and top train, their BatchNorm too
             kept = lambda: {**{f"backbone.stages.{i}.{k}": v for i in ("block7", "top")  # noqa: E731
                                for k, v in getattr(model.backbone.stages, i).state_dict().items()},
                             **{f"head.{k}": v for k, v in model.head.state_dict().items()}}
-            return Setup(model, batches, model, lambda f: save_tensors(f, kept()))
+            return Setup(model, batches, model, lambda f: xl.costs.save_tensors(kept(), f / "task.safetensors"))
         if method == "BitFit":
             for name, p in model.backbone.named_parameters():
                 p.requires_grad_(name.endswith(".bias"))  # BatchNorm shifts; statistics stay pinned
-            return Setup(model, batches, model, lambda f: save_tensors(f, trainable_tensors(model)))
+            return Setup(model, batches, model, lambda f: xl.costs.save_tensors(trainable_tensors(model), f / "task.safetensors"))
         if method.startswith("LoRA"):
             from peft import LoraConfig, get_peft_model
 
@@ -312,15 +300,15 @@ class MiniLMTask:
             return _on_cache(model, cached, oneoff)
         if method == "full fine-tuning":
             model = self.classifier(frozen=False)  # the unused pooler stays frozen (see __init__)
-            return Setup(model, batches, model, lambda f: save_tensors(f, model.state_dict()))
+            return Setup(model, batches, model, lambda f: xl.costs.save_tensors(model.state_dict(), f / "task.safetensors"))
         model = self.classifier()
         if method == "last block":
             xl.unfreeze(_layers(model.encoder)[-1])
-            return Setup(model, batches, model, lambda f: save_tensors(f, trainable_tensors(model)))
+            return Setup(model, batches, model, lambda f: xl.costs.save_tensors(trainable_tensors(model), f / "task.safetensors"))
         if method == "BitFit":
             for name, p in model.encoder.named_parameters():
                 p.requires_grad_(name.endswith(".bias") and ".pooler." not in name)
-            return Setup(model, batches, model, lambda f: save_tensors(f, trainable_tensors(model)))
+            return Setup(model, batches, model, lambda f: xl.costs.save_tensors(trainable_tensors(model), f / "task.safetensors"))
         from peft import IA3Config, LoraConfig, get_peft_model
 
         if method.startswith("LoRA"):
@@ -412,14 +400,8 @@ def time_methods(task, methods, repeats: int) -> dict:
             start = time.perf_counter()
             epoch()
             seconds[m].append(time.perf_counter() - start)
-    rows = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for m, s in setups.items():
-            folder = Path(tmp) / re.sub(r"\W+", "_", m)
-            s.save(folder)
-            rows[m] = {"trainable": s.trainable(), "epoch_s": statistics.median(seconds[m]), "oneoff_s": s.oneoff,
-                       "stored": folder_bytes(folder)}
-    return rows
+    return {m: {"trainable": s.trainable(), "epoch_s": statistics.median(seconds[m]), "oneoff_s": s.oneoff,
+                "stored": xl.costs.saved_bytes(s.save)} for m, s in setups.items()}
 
 
 def time_inference(task, repeats: int) -> dict:

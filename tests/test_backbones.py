@@ -230,3 +230,16 @@ def test_split_gives_a_prefix_and_a_tail_that_compose_to_the_backbone():
     assert next(backbone.split(3)[1].parameters()) is next(backbone.stages[3].parameters())  # shared, not copied
     with pytest.raises(ValueError, match="between 0 and 9"):
         backbone.split(10)
+
+
+def test_small_backbone_is_a_staged_backbone_that_freezes_by_stage():
+    torch.manual_seed(0)
+    backbone = xl.small_backbone((4, 8, 16))
+    assert backbone(torch.zeros(2, 3, 32, 32)).shape == (2, 16) and backbone.num_features == 16
+    assert list(backbone.stages._modules) == ["block1", "block2", "block3"]
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in backbone.stages.block3), "no pooling after the last block"
+    model = xl.freeze_stages(xl.build_classifier(backbone, 5), 2)
+    trainable = {n.split(".")[2] for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")}
+    assert trainable == {"block3"}
+    grey = xl.small_backbone((4, 8), in_channels=1)
+    assert grey(torch.zeros(1, 1, 16, 16)).shape == (1, 8)

@@ -139,3 +139,29 @@ def test_nothing_of_the_model_outlives_the_measurement():
     del model
     gc.collect()
     assert weight() is None, "the measured model's weights must be freed with it"
+
+
+def test_saved_tensors_are_what_a_task_keeps_and_are_counted_on_disk(tmp_path):
+    """``save_tensors`` writes detached CPU copies that load back equal; ``saved_bytes`` measures what a
+    save writes in a folder that is removed afterwards; ``folder_bytes`` adds up nested files."""
+    from safetensors.torch import load_file
+
+    weight = torch.randn(8, 4, requires_grad=True)
+    path = xl.costs.save_tensors({"w": weight * 1, "b": torch.zeros(3)}, tmp_path / "task" / "a.safetensors")
+    loaded = load_file(str(path))
+    assert torch.equal(loaded["w"], weight.detach()) and loaded["b"].shape == (3,)
+    assert not [p for p in path.parent.iterdir() if p != path], "no temporary file is left beside it"
+
+    (tmp_path / "task" / "deep").mkdir()
+    (tmp_path / "task" / "deep" / "x.bin").write_bytes(b"0" * 100)
+    assert xl.costs.folder_bytes(tmp_path / "task") == path.stat().st_size + 100
+
+    seen = []
+
+    def save(folder):
+        seen.append(folder)
+        xl.costs.save_tensors({"w": weight}, folder / "task.safetensors")
+
+    small, large = xl.costs.saved_bytes(save), xl.costs.saved_bytes(lambda f: xl.costs.save_tensors({"w": torch.randn(80, 40)}, f / "t.safetensors"))
+    assert 8 * 4 * 4 < small < 8 * 4 * 4 + 1024 and abs(large - small - (80 * 40 - 8 * 4) * 4) < 64  # headers differ by a few bytes
+    assert not seen[0].exists(), "the temporary folder is removed"

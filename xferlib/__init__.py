@@ -21,7 +21,7 @@ _HOME = {
     "storage": ["clear_cache"],
     "device": ["environment_report", "pick_device", "seed_everything"],
     "backbones": ["Backbone", "BackboneSpec", "BackboneUnavailable", "eval_transform", "get_spec", "imagenet_classes",
-                  "list_backbones", "load_backbone", "load_imagenet_classifier", "small_cnn", "train_transform"],
+                  "list_backbones", "load_backbone", "load_imagenet_classifier", "small_backbone", "small_cnn", "train_transform"],
     "data": ["few_shot", "image_folder", "sample_per_class", "stratified_split"],
     "corruptions": [],
     "freezing": ["count_parameters", "freeze", "freeze_stages", "is_frozen", "trainable_table", "unfreeze"],

@@ -365,3 +365,30 @@ def small_cnn(num_classes: int, width: int = 16, in_channels: int = 3) -> nn.Seq
         nn.Conv2d(w[1], w[2], 3, padding=1), nn.BatchNorm2d(w[2]), nn.ReLU(),                          # [N, 4w, H/4, W/4]
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w[2], num_classes),                            # [N, classes]
     )
+
+
+class SmallBackbone(nn.Module):
+    """A small staged CNN to pretrain in a lesson: per block a 3x3 convolution (no bias), BatchNorm and
+    ReLU, max-pooling between blocks, then global average pooling. ``.stages`` and ``.num_features``
+    as on :class:`Backbone`, so ``build_classifier`` and ``freeze_stages`` take it (lessons 05, 12)."""
+
+    def __init__(self, widths=(16, 32, 64), in_channels: int = 3):
+        super().__init__()
+        blocks, channels = OrderedDict(), in_channels
+        for i, width in enumerate(widths):
+            layers = [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            blocks[f"block{i + 1}"] = nn.Sequential(*layers)  # [N, width, H / 2**i, W / 2**i]
+            channels = width
+        self.stages = nn.Sequential(blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = channels
+
+    def forward(self, x):
+        return torch.flatten(self.pool(self.stages(x)), 1)  # [N, num_features]
+
+
+def small_backbone(widths=(16, 32, 64), in_channels: int = 3) -> SmallBackbone:
+    """A fresh :class:`SmallBackbone` (random weights) with blocks of these widths (lessons 05, 12)."""
+    return SmallBackbone(widths, in_channels)

@@ -15,15 +15,40 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import tempfile
+from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
+from . import storage
+
 
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     """The bytes of some tensors' elements (a ``state_dict``'s values, a model's parameters); lessons 10, 14."""
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def save_tensors(tensors: dict, path) -> Path:
+    """Tensors to a safetensors file, detached and on the CPU (what one task keeps on disk); lesson 10, bench."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return storage.write_atomic(path, save({name: t.detach().cpu().contiguous().clone() for name, t in tensors.items()}))
+
+
+def folder_bytes(folder) -> int:
+    """Bytes of every file under ``folder``; lesson 10, bench."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def saved_bytes(save: Callable[[Path], object]) -> int:
+    """Bytes that ``save(folder)`` writes into a new, then removed, temporary folder: one task's storage; lesson 10, bench."""
+    with tempfile.TemporaryDirectory() as tmp:
+        save(Path(tmp))
+        return folder_bytes(tmp)
 
 
 def release_memory() -> bool:
