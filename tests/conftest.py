@@ -40,3 +40,16 @@ def tiny_images():
             images.append(img.astype("uint8"))
             labels.append(c)
     return xl.data.ArrayImages(np.stack(images), labels, ["red", "green", "blue"], name="tiny")
+
+
+@pytest.fixture(scope="session")
+def website(tmp_path_factory):
+    """The course website built once per session (website/build.py): ``(build module, site folder, facts)``."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("website_build", Path(__file__).resolve().parent.parent / "website" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    out = tmp_path_factory.mktemp("website") / "site"
+    return build, out, build.build(out)

@@ -49,6 +49,11 @@ def test_notebook_follows_the_conventions(path):
     meta = nbformat.read(path, as_version=4).metadata
     assert "widgets" not in meta, "no stored widget state (it bloats the file)"
     assert path.stat().st_size < 1_000_000, f"{path.stat().st_size / 1e6:.1f} MB: keep lessons readable on GitHub (JPEG for photos)"
+    for c in code:
+        if any(k.startswith("image/") for o in c.get("outputs", []) for k in o.get("data", {})):
+            alt = c.metadata.get("alt", "")
+            assert len(alt.split()) >= 12 and not re.match(r"(figure|image|plot)\s*\d*\W*$", alt, re.I), \
+                f"a figure needs a text alternative saying what it shows (cell metadata 'alt'): {source(c)[:60]!r}"
     solutions = sum(source(c).count("### BEGIN SOLUTION") for c in code)
     assert solutions == sum(source(c).count("### END SOLUTION") for c in code) and solutions >= 2
 

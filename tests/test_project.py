@@ -128,3 +128,38 @@ def test_the_quiz_drill_starts_without_pytorch():
     code = "import sys, xferlib.quizzes; xferlib.quizzes.main(['--check']); assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-1500:]
+
+
+def _make_setup(tmp_path, torch: str | None):
+    """Run the Makefile's setup with a stand-in Python that records its arguments: ``(exit code, calls, stderr)``."""
+    import subprocess
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    fake = venv / "bin" / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls.log"}\n')
+    fake.chmod(0o755)
+    args = ["make", "-s", "-C", str(REPO), "setup", f"VENV={venv}"] + ([f"TORCH={torch}"] if torch else [])
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    log = tmp_path / "calls.log"
+    return done.returncode, log.read_text().splitlines() if log.exists() else [], done.stderr
+
+
+def test_make_installs_cpu_only_pytorch_when_asked_and_refuses_to_mix_builds(tmp_path):
+    code, calls, _ = _make_setup(tmp_path, "cpu")
+    assert code == 0 and len(calls) == 2
+    assert "--index-url https://download.pytorch.org/whl/cpu" in calls[0] and "torch>=2.4" in calls[0]
+    assert "-e .[dev]" in calls[1], "the kit comes after PyTorch, so pip keeps the CPU build"
+    assert (tmp_path / "venv" / ".xfer-torch").read_text().strip() == "cpu"
+
+    (tmp_path / "venv" / ".xfer-installed").unlink()  # pyproject changed: setup runs again, now asking for the default build
+    code, _, err = _make_setup(tmp_path, None)
+    assert code != 0 and "holds the 'cpu' PyTorch build, not TORCH=default" in err
+
+    code, _, err = _make_setup(tmp_path / "other", "gpu")
+    assert code != 0 and "TORCH=gpu is not a PyTorch build" in err
+
+
+def test_make_installs_pypis_pytorch_by_default(tmp_path):
+    code, calls, _ = _make_setup(tmp_path, None)
+    assert code == 0 and len(calls) == 1 and "-e .[dev]" in calls[0] and "index-url" not in calls[0]
