@@ -341,6 +341,7 @@ def test_the_website_home_page_leads_to_a_lesson_whose_quiz_and_solutions_work(s
     _wait(lambda: browser.current_url.endswith("/notebooks/03_fine_tuning.html"), 30, "the lesson page")
     launch = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a") if a.get_attribute("href")]
     assert any(h.startswith("https://mybinder.org/v2/gh/") and h.endswith("notebooks/03_fine_tuning.ipynb") for h in launch)
+    assert any(h.startswith("https://colab.research.google.com/github/") and h.endswith("notebooks/03_fine_tuning.ipynb") for h in launch)
     quiz = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".xferlib-quiz"), 30, "the quiz on the page")[0]
     browser.execute_script("arguments[0].scrollIntoView();", quiz)
     after_wrong, after_right = _answer_quiz(quiz)

@@ -91,3 +91,56 @@ def test_dataset_switch_runs_the_same_lesson_on_an_online_set(name, tmp_path):
     text = "\n".join(o.get("text", "") for c in cells(out) if c.cell_type == "code" for o in c.get("outputs", []))
     assert "Target('hymenoptera'" in text, "the lesson printed which target it ran on"
     assert "ants" in text and "bees" in text
+
+
+def _setup_cell(path) -> str:
+    code = [c for c in cells(path) if c.cell_type == "code"]
+    return source(code[0])
+
+
+def test_every_lesson_opens_with_the_same_colab_and_kaggle_setup_cell():
+    first = {_setup_cell(p) for p in NOTEBOOKS}
+    assert len(first) == 1, "one set-up cell, the same in every lesson"
+    assert "google.colab" in first.pop()
+
+
+@pytest.mark.parametrize("where", ["laptop", "colab", "kaggle", "colab, run again"])
+def test_the_setup_cell_installs_the_kit_on_colab_and_kaggle_only(where, tmp_path, monkeypatch):
+    """The cell runs as IPython would run it (its ``!`` line becomes a shell call), with the shell
+    replaced by a recorder that makes the folders a clone would make."""
+    import os
+    import sys
+    import types
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    code = TransformerManager().transform_cell(_setup_cell(NOTEBOOKS[0]))
+    calls = []
+
+    def system(command):
+        calls.append(command)
+        (tmp_path / "xfer-course" / "notebooks").mkdir(parents=True)
+        (tmp_path / "xfer-course" / "xferlib").mkdir()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    if "colab" in where:
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    if where == "kaggle":
+        monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    shell = types.SimpleNamespace(system=system)
+    run = lambda: exec(code, {"get_ipython": lambda: shell})  # noqa: E731
+    run()
+    if where == "laptop":
+        assert calls == [] and Path.cwd() == tmp_path, "nothing happens outside Colab and Kaggle"
+        return
+    assert len(calls) == 1 and "git clone" in calls[0] and "github.com/xfer-course/xfer-course" in calls[0]
+    assert "pip install -q -e ./xfer-course" in calls[0]
+    assert Path.cwd() == tmp_path / "xfer-course" / "notebooks", "the lesson runs beside the others, as in the repository"
+    assert sys.path[0] == str(tmp_path / "xfer-course"), "xferlib imports without a restart"
+    if where == "colab, run again":
+        run()
+        assert len(calls) == 1 and Path.cwd() == tmp_path / "xfer-course" / "notebooks", "a second run does nothing"
+    os.chdir(tmp_path)

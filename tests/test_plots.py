@@ -49,6 +49,8 @@ def test_embedding_plot_separates_classes():
     fig = xl.plot_embedding(feats, labels, ["near", "far"])
     assert fig.axes[0].get_xlabel() == "principal component 1"
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["near", "far"]
+    marks = [c.get_paths()[0].vertices.round(3).tolist() for c in fig.axes[0].collections]
+    assert marks[0] != marks[1], "classes differ by marker, not by colour alone"
 
 
 def test_pca_signs_do_not_depend_on_the_machine():

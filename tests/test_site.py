@@ -51,13 +51,14 @@ def test_every_lesson_and_guide_is_a_page_with_its_outputs(website):
         assert f'href="notebooks/{path.stem}.html"' in home, f"the home page's course map links {path.stem}"
 
 
-def test_each_lesson_page_launches_the_same_notebook_on_binder(website):
+def test_each_lesson_page_launches_the_same_notebook_on_binder_and_colab(website):
     _, site, _ = website
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     for path in LESSONS:
         links = _parse(site / "notebooks" / f"{path.stem}.html").links
+        colab = f"https://colab.research.google.com/github/xfer-course/xfer-course/blob/main/notebooks/{path.name}"
         assert f"https://mybinder.org/v2/gh/xfer-course/xfer-course/main?urlpath=lab/tree/notebooks/{path.name}" in links
-        assert not any("colab.research.google.com" in link for link in links), \
-            "no Colab button until the lessons install the kit on Colab"
+        assert colab in links and colab in readme, f"{path.stem}: Colab from the website and from the README"
 
 
 def test_solutions_are_folded_and_nothing_else(website):

@@ -1,7 +1,7 @@
 """Build the course website into build/site/ from the committed, executed lessons (``make site``).
 
 The sources are assembled in build/site-src/ with the repository's layout (so that each page's
-Binder button opens the same file in the repository): the lessons from notebooks/, the
+Binder and Colab buttons open the same file in the repository): the lessons from notebooks/, the
 guides from docs/, and a home page whose course map is read from README.md. Exercise solutions are
 folded (click to reveal). Sphinx then renders it with warnings as errors, so a broken internal link
 fails the build. Usage: ``python website/build.py [--out build/site]``.

@@ -1,6 +1,6 @@
 """Sphinx settings for the course website: the committed, executed lessons rendered as they are
-(nothing re-runs), with a Binder launch button on every lesson (Colab's waits for the lessons'
-set-up cell that installs the kit there). ``make site`` builds it (website/build.py)."""
+(nothing re-runs), with Binder and Colab launch buttons on every lesson (each lesson's first cell
+installs the kit on Colab). ``make site`` builds it (website/build.py)."""
 
 project = "xfer-course"
 author = "the xfer-course authors"
@@ -26,6 +26,7 @@ html_theme_options = {
     "use_download_button": True,
     "launch_buttons": {
         "binderhub_url": "https://mybinder.org",
+        "colab_url": "https://colab.research.google.com",
         "notebook_interface": "jupyterlab",
     },
     "home_page_in_toc": True,

@@ -113,8 +113,13 @@ def pca_2d(features) -> np.ndarray:
     return points
 
 
+# Okabe & Ito's colour-blind-safe palette (black last), and markers so that no class is told by colour alone.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
 def plot_embedding(features, labels, classes=None, title: str = "2-D embedding (PCA)", ax=None):
-    """Feature vectors projected to 2-D with PCA, one colour per class."""
+    """Feature vectors projected to 2-D with PCA, one colour-blind-safe colour and one marker per class (lesson 05)."""
     plt = _plt()
     points = pca_2d(features)
     labels = np.asarray(labels)
@@ -122,10 +127,10 @@ def plot_embedding(features, labels, classes=None, title: str = "2-D embedding (
         fig, ax = plt.subplots(figsize=(5, 4))
     else:
         fig = ax.figure
-    cmap = plt.get_cmap("tab10" if labels.max() < 10 else "tab20")
-    for c in np.unique(labels):
+    for i, c in enumerate(np.unique(labels)):
         sel = labels == c
-        ax.scatter(points[sel, 0], points[sel, 1], s=10, alpha=0.7, color=cmap(int(c) % cmap.N), label=classes[c] if classes is not None else str(c))
+        ax.scatter(points[sel, 0], points[sel, 1], s=14, alpha=0.75, color=OKABE_ITO[i % len(OKABE_ITO)],
+                   marker=MARKERS[i % len(MARKERS)], label=classes[c] if classes is not None else str(c))
     ax.set(xlabel="principal component 1", ylabel="principal component 2", title=title)
     ax.legend(fontsize=7, markerscale=1.5, loc="best", ncol=2)
     return fig
