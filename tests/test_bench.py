@@ -60,3 +60,25 @@ def test_peft_bench_quick_run_writes_its_tables(tmp_path):
         assert all(cell.endswith("MiB") for cell in lora[7:] + full[7:]), (lora, full)  # memory was probed
         assert "LoRA r=8, merged" in section
     assert "What the numbers show" in text and "conv_pw" in text
+
+
+@pytest.mark.slow
+def test_ddp_bench_quick_run_compares_one_and_two_processes(tmp_path):
+    """bench/ddp.py at toy sizes: one process, then two under torchrun; the report has both workloads,
+    positive timings, and the head's weights agreeing between one and two processes."""
+    import re
+
+    out = tmp_path / "ddp.md"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "ddp.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert text.startswith("## 1 vs 2 processes (one thread each) on this machine")
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in text.splitlines()
+            if r.startswith("| full fine-tuning |") or r.startswith("| head on cached features |")}
+    assert set(rows) == {"full fine-tuning", "head on cached features"}
+    for cells in rows.values():
+        assert all(float(c) > 0 for c in (cells[1], cells[2], cells[4])) and cells[3].endswith("x"), cells
+    assert rows["full fine-tuning"][0] == "3,383,818" and rows["head on cached features"][0] == "12,810"
+    head = float(re.search(r"head on cached features ([0-9.e+-]+)\.", text).group(1))
+    assert head < 1e-4, "a linear head trains alike on one and on two processes"

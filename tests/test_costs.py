@@ -165,3 +165,89 @@ def test_saved_tensors_are_what_a_task_keeps_and_are_counted_on_disk(tmp_path):
     small, large = xl.costs.saved_bytes(save), xl.costs.saved_bytes(lambda f: xl.costs.save_tensors({"w": torch.randn(80, 40)}, f / "t.safetensors"))
     assert 8 * 4 * 4 < small < 8 * 4 * 4 + 1024 and abs(large - small - (80 * 40 - 8 * 4) * 4) < 64  # headers differ by a few bytes
     assert not seen[0].exists(), "the temporary folder is removed"
+
+
+# --------------------------------------------------------------------------- flops (lesson 14)
+def test_a_linear_layer_costs_two_flops_per_multiply_add_forward_and_its_weight_gradient_as_much_again():
+    layer = nn.Linear(IN, OUT)
+    forward = 2 * BATCH * IN * OUT  # the bias add is not counted: only the matrix product
+    assert xl.costs.flops(layer, _x()) == {"forward": forward, "backward": 0, "total": forward}
+    step = xl.costs.flops(layer, _x(), backward=True)
+    assert step == {"forward": forward, "backward": forward, "total": 2 * forward}  # grad W = grad_out^T x; x needs none
+
+
+def test_an_input_that_needs_a_gradient_adds_the_input_gradient():
+    layer = nn.Linear(IN, OUT)
+    x = _x().requires_grad_(True)
+    assert xl.costs.flops(layer, x, backward=True)["backward"] == 2 * (2 * BATCH * IN * OUT)  # grad W and grad x
+
+
+def test_a_frozen_layer_costs_only_its_forward_pass():
+    layer = xl.freeze(nn.Linear(IN, OUT))
+    assert xl.costs.flops(layer, _x(), backward=True) == {"forward": 2 * BATCH * IN * OUT, "backward": 0, "total": 2 * BATCH * IN * OUT}
+    x = _x().requires_grad_(True)  # a layer above that trains would need the gradient of its input
+    assert xl.costs.flops(layer, x, backward=True)["backward"] == 2 * BATCH * IN * OUT  # grad x only, no grad W
+
+
+def test_the_backward_pass_stops_at_the_first_trainable_layer():
+    """Two layers: training only the last one costs its weight gradient; training both adds the
+    last layer's input gradient (to reach the first layer) and the first layer's weight gradient."""
+    model = nn.Sequential(nn.Linear(IN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, OUT))
+    forward = 2 * BATCH * (IN * HIDDEN + HIDDEN * OUT)
+    full = xl.costs.flops(model, _x(), backward=True)
+    assert full["forward"] == forward
+    assert full["backward"] == 2 * BATCH * HIDDEN * OUT * 2 + 2 * BATCH * IN * HIDDEN
+    xl.freeze(model[0])
+    last = xl.costs.flops(model, _x(), backward=True)
+    assert last == {"forward": forward, "backward": 2 * BATCH * HIDDEN * OUT, "total": forward + 2 * BATCH * HIDDEN * OUT}
+
+
+def test_a_convolution_is_counted_by_hand():
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.randn(2, 3, 6, 6)
+    forward = 2 * 2 * 8 * 6 * 6 * 3 * 3 * 3  # 2 x batch x out-channels x positions x (in-channels x kernel)
+    assert xl.costs.flops(conv, x)["forward"] == forward
+    assert xl.costs.flops(conv, x, backward=True)["backward"] == forward  # the weight gradient only
+    assert xl.costs.flops(conv, x.requires_grad_(True), backward=True)["backward"] == 2 * forward
+
+
+@pytest.mark.parametrize("groups, stride", [(8, 1), (4, 2)])
+def test_a_grouped_convolution_s_weight_gradient_is_counted_per_group(groups, stride):
+    """A depthwise convolution (groups = channels) does 1/groups of a dense one's work, forward
+    and backward; PyTorch's own formula counted its weight gradient as dense."""
+    conv = nn.Conv2d(8, 16, 3, stride=stride, padding=1, groups=groups)
+    x = torch.randn(2, 8, 7, 7)
+    side = 7 if stride == 1 else 4
+    forward = 2 * 2 * 16 * side * side * (8 // groups) * 3 * 3
+    assert xl.costs.flops(conv, x, backward=True) == {"forward": forward, "backward": forward, "total": 2 * forward}
+    assert xl.costs.flops(conv, x.requires_grad_(True), backward=True)["backward"] == 2 * forward
+
+
+def test_counting_flops_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(IN, HIDDEN), nn.BatchNorm1d(HIDDEN), nn.Dropout(0.5), nn.Linear(HIDDEN, OUT)).eval()
+    before = copy.deepcopy(model.state_dict())
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    rng = torch.get_rng_state()
+    y = torch.tensor([0, 1, 2, 0])
+    step = xl.costs.flops(model, _x(), y, backward=True)
+    assert step["backward"] > 0 and step["total"] == step["forward"] + step["backward"]
+    assert not any(m.training for m in model.modules()), "modes restored"
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "BatchNorm statistics put back"
+    assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight)) and model[3].weight.grad is None
+    assert torch.equal(torch.get_rng_state(), rng)
+    with torch.no_grad():
+        xl.costs.flops(model, _x())  # forward only: works inside no_grad and inference code too
+
+
+def test_freezing_the_backbone_removes_its_backward_flops(lite0):
+    model = xl.build_classifier(copy.deepcopy(lite0), 3)
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
+    xl.freeze(model.backbone)
+    head_only = xl.costs.flops(model, x, y, backward=True)
+    assert head_only["backward"] == 2 * 2 * 1280 * 3  # the head's weight gradient, nothing else
+    for p in model.backbone.parameters():
+        p.requires_grad_(True)
+    full = xl.costs.flops(model, x, y, backward=True)
+    assert full["forward"] == head_only["forward"]
+    assert 1.5 * full["forward"] < full["backward"] < 2.5 * full["forward"]  # about twice the forward pass

@@ -6,7 +6,13 @@ running statistics, and the activations that autograd keeps for the backward pas
 is measured with ``torch.autograd.graph.saved_tensors_hooks``: every tensor an operation saves
 is counted once (by its storage), and the model's own parameters and buffers, which ops save
 too, are not counted again. Lesson 10 uses it to show where the memory of full fine-tuning,
-LoRA and the other parameter-efficient methods goes; lesson 14 adds compute (FLOPs) here.
+LoRA and the other parameter-efficient methods goes.
+
+``flops`` counts the compute of a forward pass, and of the backward pass of a training step, with
+PyTorch's own ``torch.utils.flop_counter.FlopCounterMode``: matrix products and convolutions, two
+FLOPs per multiply-add. The backward pass computes only the gradients autograd needs, so a frozen
+weight costs no weight-gradient FLOPs, and nothing below the lowest trainable layer runs backward
+at all. Lesson 14 uses both to compare what feature extraction, partial and full fine-tuning and LoRA cost.
 """
 
 from __future__ import annotations
@@ -81,6 +87,71 @@ def _train_mode(model: nn.Module):
     finally:
         for m, mode in modes:
             m.training = mode
+
+
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed, _output_padding,
+                         groups, output_mask, out_shape=None, **_):
+    """PyTorch's formula for a convolution's backward pass (used by :func:`flops`), with the weight
+    gradient of a grouped convolution counted per group: PyTorch's own counts it as dense, which makes
+    a depthwise convolution's weight gradient ``groups`` times too expensive (hundreds of times, in Lite0)."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    def t(shape):
+        return [shape[1], shape[0], *shape[2:]]
+
+    count = 0
+    if output_mask[0]:  # the input's gradient: a transposed convolution of grad_out with the weight
+        count += conv_flop_count(grad_out_shape, w_shape, list(out_shape[0]), not transposed)
+    if output_mask[1]:  # the weight's gradient: a convolution of the input with grad_out, one per group
+        pair = (grad_out_shape, x_shape) if transposed else (x_shape, grad_out_shape)
+        count += conv_flop_count(t(pair[0]), t(pair[1]), t(out_shape[1])) // groups
+    return count
+
+
+def flops(model: nn.Module, inputs, targets=None, loss_fn: Callable | None = None, backward: bool = False) -> dict:
+    """FLOPs of a forward pass of ``model`` on ``inputs`` and, with ``backward=True``, of one training step's backward pass; lesson 14.
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products, convolutions and
+    attention, 2 FLOPs per multiply-add; elementwise work, normalisation, pooling and the loss are
+    not counted; a grouped convolution's weight gradient is counted per group). Without ``backward``
+    the forward pass runs under ``torch.no_grad`` in the model's current mode (inference). With it, one forward and backward pass runs in train mode, as in
+    :func:`training_memory`: ``targets`` given, cross-entropy (or ``loss_fn``), else the sum of the
+    outputs. The model comes back as it was: each layer's mode, its buffers (BatchNorm statistics),
+    its gradients and the random state. Returns a dict of ints: ``forward``, ``backward`` (0 without
+    ``backward``) and ``total``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    old_grads = [p.grad for p in trainable]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})
+    try:
+        with torch.random.fork_rng(devices=[]):
+            if not backward:
+                with torch.no_grad(), counter:
+                    model(inputs)
+                forward = counter.get_total_flops()
+            else:
+                for p in trainable:
+                    p.grad = None
+                with _train_mode(model), torch.enable_grad(), counter:
+                    out = model(inputs)
+                    if isinstance(out, dict):  # a Hugging Face style output
+                        out = out.get("logits", next(iter(out.values())))
+                    forward = counter.get_total_flops()
+                    loss = (loss_fn or nn.functional.cross_entropy)(out, targets) if targets is not None else out.float().sum()
+                    if loss.requires_grad:
+                        loss.backward()
+                del out, loss
+    finally:
+        for p, g in zip(trainable, old_grads):
+            p.grad = g
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+    total = counter.get_total_flops()
+    return {"forward": int(forward), "backward": int(total - forward), "total": int(total)}
 
 
 def training_memory(model: nn.Module, inputs, targets=None, loss_fn: Callable | None = None,
