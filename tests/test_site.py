@@ -121,12 +121,8 @@ def test_a_lesson_missing_from_the_course_map_is_named(website, tmp_path):
         build.course_map(readme, [Path("00_setup.ipynb"), Path("01_key_concepts.ipynb")])
 
 
-def test_folding_tags_solution_cells_only():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("website_build", REPO / "website" / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+def test_folding_tags_solution_cells_only(website):
+    build, _, _ = website
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
                                          nbformat.v4.new_code_cell("### BEGIN SOLUTION\ny = 2\n### END SOLUTION")])
     assert build.fold_solutions(nb) == 1

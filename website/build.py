@@ -91,12 +91,10 @@ def assemble(src: Path) -> dict:
     return {"lessons": len(lessons), "solutions folded": folded, "figures described": described, "guides": len(GUIDES)}
 
 
-def folder_mib(folder: Path) -> float:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
-
-
 def build(out: Path, src: Path | None = None, quiet: bool = True) -> dict:
     """Assemble the sources and run Sphinx (warnings are errors); return counts, seconds and MiB."""
+    from xferlib.costs import folder_bytes
+
     try:
         import myst_nb  # noqa: F401
         import sphinx_book_theme  # noqa: F401
@@ -112,7 +110,7 @@ def build(out: Path, src: Path | None = None, quiet: bool = True) -> dict:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"the website did not build (sphinx exit {done.returncode}):\n{done.stderr[-4000:]}")
-    facts.update({"seconds": round(time.perf_counter() - start, 1), "MiB": round(folder_mib(out), 1),
+    facts.update({"seconds": round(time.perf_counter() - start, 1), "MiB": round(folder_bytes(out) / 2**20, 1),
                   "pages": len(list(out.rglob("*.html")))})
     return facts
 

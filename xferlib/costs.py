@@ -89,6 +89,29 @@ def _train_mode(model: nn.Module):
             m.training = mode
 
 
+def _logits(out):
+    """A model's output as a tensor: a Hugging Face style dict gives its logits."""
+    return out.get("logits", next(iter(out.values()))) if isinstance(out, dict) else out
+
+
+def _loss(out, targets, loss_fn):
+    """Cross-entropy (or ``loss_fn``) against ``targets``; without targets, the sum of the outputs."""
+    return (loss_fn or nn.functional.cross_entropy)(out, targets) if targets is not None else out.float().sum()
+
+
+@contextlib.contextmanager
+def _grads_set_aside(trainable):
+    """Gradients cleared for one measured step and put back afterwards."""
+    old = [p.grad for p in trainable]
+    for p in trainable:
+        p.grad = None
+    try:
+        yield
+    finally:
+        for p, g in zip(trainable, old):
+            p.grad = g
+
+
 def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed, _output_padding,
                          groups, output_mask, out_shape=None, **_):
     """PyTorch's formula for a convolution's backward pass (used by :func:`flops`), with the weight
@@ -123,30 +146,23 @@ def flops(model: nn.Module, inputs, targets=None, loss_fn: Callable | None = Non
     from torch.utils.flop_counter import FlopCounterMode
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    old_grads = [p.grad for p in trainable]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _grads_set_aside(trainable):
             if not backward:
                 with torch.no_grad(), counter:
                     model(inputs)
                 forward = counter.get_total_flops()
             else:
-                for p in trainable:
-                    p.grad = None
                 with _train_mode(model), torch.enable_grad(), counter:
-                    out = model(inputs)
-                    if isinstance(out, dict):  # a Hugging Face style output
-                        out = out.get("logits", next(iter(out.values())))
+                    out = _logits(model(inputs))
                     forward = counter.get_total_flops()
-                    loss = (loss_fn or nn.functional.cross_entropy)(out, targets) if targets is not None else out.float().sum()
+                    loss = _loss(out, targets, loss_fn)
                     if loss.requires_grad:
                         loss.backward()
                 del out, loss
     finally:
-        for p, g in zip(trainable, old_grads):
-            p.grad = g
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)
@@ -181,26 +197,14 @@ def training_memory(model: nn.Module, inputs, targets=None, loss_fn: Callable | 
         # holds it, a cycle that would keep the graph (and the model's weights) alive after backward.
         return t.detach()
 
-    old_grads = [p.grad for p in trainable]
-    for p in trainable:
-        p.grad = None
-    try:
-        with torch.random.fork_rng(devices=[]), _train_mode(model), torch.enable_grad():
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                out = model(inputs)
-                if isinstance(out, dict):  # a Hugging Face style output
-                    out = out.get("logits", next(iter(out.values())))
-                if targets is not None:
-                    loss = (loss_fn or nn.functional.cross_entropy)(out, targets)
-                else:
-                    loss = out.float().sum()
-            if loss.requires_grad:
-                loss.backward()
-            grads = tensor_bytes(p.grad for p in trainable if p.grad is not None)
-            del out, loss
-    finally:
-        for p, g in zip(trainable, old_grads):
-            p.grad = g
+    with torch.random.fork_rng(devices=[]), _grads_set_aside(trainable), _train_mode(model), torch.enable_grad():
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = _logits(model(inputs))
+            loss = _loss(out, targets, loss_fn)
+        if loss.requires_grad:
+            loss.backward()
+        grads = tensor_bytes(p.grad for p in trainable if p.grad is not None)
+        del out, loss
     n_trainable = sum(p.numel() for p in trainable)
     result = {
         "parameters": tensor_bytes(params),
