@@ -48,7 +48,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.port=$(PORT) $(LAB_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env tests notebooks
+	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
 
 unit: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider tests -m "not notebook and not slow"

@@ -60,9 +60,7 @@ def _models(backbone, num_features: int):
     import xferlib as xl
 
     torch.manual_seed(0)
-    full = xl.build_classifier(xl.freeze(copy.deepcopy(backbone)), 10)
-    for p in full.parameters():
-        p.requires_grad_(True)  # every weight trains; BatchNorm statistics stay pinned (eval mode)
+    full = xl.build_classifier(xl.freeze(copy.deepcopy(backbone), weights=False), 10)  # BatchNorm pinned, all weights train
     torch.manual_seed(0)
     head = nn.Linear(num_features, 10)
     return {WORKLOADS[0]: full, WORKLOADS[1]: head}

@@ -22,6 +22,15 @@ def test_the_sentence_and_the_numbers():
     assert not raw.percent and str(raw).startswith("a − b: +1.83,")
 
 
+def test_mean_interval_is_the_one_sample_t_interval_as_text():
+    values = [0.70, 0.74, 0.72, 0.78]
+    half = 3.1824 * np.std(values, ddof=1) / 2  # t(0.975, 3 degrees of freedom) * sd / sqrt(4)
+    assert xl.mean_interval(values) == f"0.735 ± {half:.3f}"
+    assert xl.mean_interval(dict(enumerate(values)), digits=2) == f"{np.mean(values):.2f} ± {half:.2f}"
+    with pytest.raises(ValueError, match="at least 2"):
+        xl.mean_interval([0.7])
+
+
 def test_pairs_by_seed_when_given_dicts():
     a = {0: 0.9, 1: 0.8, 2: 0.85}
     b = {2: 0.80, 0: 0.85, 1: 0.75}

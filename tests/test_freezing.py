@@ -34,6 +34,22 @@ def test_frozen_backbone_keeps_every_tensor_while_the_head_trains():
     assert any(not torch.equal(before_head[k], v) for k, v in model.head.state_dict().items())
 
 
+def test_pinning_statistics_only_trains_every_weight_but_no_running_statistic():
+    """freeze(weights=False): full fine-tuning with the ImageNet statistics kept."""
+    model = xl.build_classifier(small_backbone(), 3)
+    xl.freeze(model.backbone, weights=False)
+    assert xl.count_parameters(model)[0] == xl.count_parameters(model)[1]
+    before = snapshot(model.backbone)
+    xl.fit(model, batches(), epochs=1, lr=1e-2, batch_size=8, progress=False)
+    after = snapshot(model.backbone)
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(not k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in moved)
+    assert next(n for n, _ in model.backbone.named_parameters()) in moved  # the stem trains too
+    xl.unfreeze(model.backbone)
+    model.train()
+    assert all(m.training for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d))
+
+
 def test_requires_grad_alone_lets_batchnorm_statistics_drift():
     """The trap in the cheatsheet's recipe, measured: no gradients, yet the buffers move."""
     backbone = small_backbone()

@@ -3,6 +3,7 @@
 (The committed outputs are checked separately by nbval: ``pytest --nbval-lax notebooks``.)
 """
 
+import html
 import re
 from pathlib import Path
 
@@ -50,10 +51,13 @@ def test_notebook_follows_the_conventions(path):
     assert "widgets" not in meta, "no stored widget state (it bloats the file)"
     assert path.stat().st_size < 1_000_000, f"{path.stat().st_size / 1e6:.1f} MB: keep lessons readable on GitHub (JPEG for photos)"
     for c in code:
-        if any(k.startswith("image/") for o in c.get("outputs", []) for k in o.get("data", {})):
-            alt = c.metadata.get("alt", "")
-            assert len(alt.split()) >= 12 and not re.match(r"(figure|image|plot)\s*\d*\W*$", alt, re.I), \
-                f"a figure needs a text alternative saying what it shows (cell metadata 'alt'): {source(c)[:60]!r}"
+        for data in (o.get("data", {}) for o in c.get("outputs", [])):
+            assert not any(k.startswith("image/") for k in data), \
+                f"a bare image output has no text alternative in JupyterLab: show it with xl.show_figure: {source(c)[:60]!r}"
+            for img in re.findall(r"<img [^>]*>", "".join(data.get("text/html", ""))):
+                alt = html.unescape((re.search(r'alt="([^"]*)"', img) or [None, ""])[1])
+                assert len(alt.split()) >= 12 and not re.match(r"(figure|image|plot)\s*\d*\W*$", alt, re.I), \
+                    f"a figure needs a text alternative saying what it shows: {alt!r} in {source(c)[:60]!r}"
     solutions = sum(source(c).count("### BEGIN SOLUTION") for c in code)
     assert solutions == sum(source(c).count("### END SOLUTION") for c in code) and solutions >= 2
 

@@ -84,3 +84,59 @@ def test_filters_and_feature_maps(lite0):
     maps = lite0.feature_maps(torch.zeros(1, 3, 64, 64), upto=1)[0]
     fig = xl.plot_feature_maps(maps, n=8)
     assert sum(bool(ax.images) for ax in fig.axes) == 8
+
+
+def _notebook_shell(monkeypatch, fmt):
+    """A stand-in for the kernel's shell: IPython's own display formatter, set to ``fmt`` as
+    ``set_matplotlib_formats`` sets it; returns the list that collects what is displayed."""
+    from types import SimpleNamespace
+
+    import IPython.display
+    from IPython.core.formatters import DisplayFormatter
+    from IPython.core.pylabtools import select_figure_formats
+
+    shell = SimpleNamespace(display_formatter=DisplayFormatter())
+    select_figure_formats(shell, {fmt})
+    shown = []
+    monkeypatch.setattr(xl.plots, "_ipython", lambda: shell)
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
+    return shown
+
+
+@pytest.mark.parametrize("fmt, mime, magic", [("png", "image/png", "iVBORw0KGgo"), ("jpeg", "image/jpeg", "/9j/")])
+def test_show_figure_sends_an_image_with_its_text_alternative(monkeypatch, fmt, mime, magic):
+    import matplotlib.pyplot as plt
+
+    shown = _notebook_shell(monkeypatch, fmt)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], [0, 1, 4], "o-")
+    xl.show_figure('A line of circles rising   steeply, "quadratic" <growth> from 0 to 4.')
+    (bundle,) = shown
+    assert set(bundle) == {"text/html", "text/plain"}, "no bare image: JupyterLab would show it with no alt"
+    assert bundle["text/html"].startswith(f'<img src="data:{mime};base64,{magic}')
+    assert bundle["text/html"].endswith('alt="A line of circles rising steeply, &quot;quadratic&quot; &lt;growth&gt; from 0 to 4.">')
+    assert bundle["text/plain"].startswith("[figure] A line of circles")
+    assert not plt.fignum_exists(fig.number), "closed: the inline backend must not show it a second time"
+
+
+def test_show_figure_asks_for_a_real_description(monkeypatch):
+    import matplotlib.pyplot as plt
+
+    shown = _notebook_shell(monkeypatch, "png")
+    plt.subplots()
+    with pytest.raises(ValueError, match="'Figure 3'"):
+        xl.show_figure("Figure 3")
+    assert shown == []
+    plt.close("all")
+
+
+def test_show_figure_outside_a_notebook_leaves_it_to_matplotlib(monkeypatch):
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(xl.plots, "_ipython", lambda: None)
+    called = []
+    monkeypatch.setattr(plt, "show", lambda: called.append(True))
+    plt.subplots()
+    xl.show_figure("A blank set of axes with no data drawn on them at all.")
+    assert called == [True]
+    plt.close("all")

@@ -163,3 +163,23 @@ def test_make_installs_cpu_only_pytorch_when_asked_and_refuses_to_mix_builds(tmp
 def test_make_installs_pypis_pytorch_by_default(tmp_path):
     code, calls, _ = _make_setup(tmp_path, None)
     assert code == 0 and len(calls) == 1 and "-e .[dev]" in calls[0] and "index-url" not in calls[0]
+
+
+def test_nbval_compares_checked_outputs_without_the_measured_numbers():
+    """make test sanitises numbers and padding in checked outputs, and nothing else."""
+    from nbval.plugin import get_sanitize_patterns
+
+    assert "--nbval-sanitize-with tests/nbval_sanitize.cfg" in (REPO / "Makefile").read_text()
+    patterns = get_sanitize_patterns((REPO / "tests" / "nbval_sanitize.cfg").read_text())
+    assert len(patterns) == 2
+
+    def clean(s):
+        for regex, replace in patterns:
+            s = re.sub(regex, replace, s)
+        return s
+
+    amd = "✔ holds: A beats B (A − B: +9.4 points, 95 % CI [+7.8, +11.0], 5 seeds)\nlr  0.001   400 steps"
+    intel = "✔ holds: A beats B (A − B: +4.4 points, 95 % CI [-0.5, +9.3], 5 seeds)\nlr 0.0001  1,200 steps"
+    assert clean(amd) == clean(intel)
+    assert clean(amd) != clean(amd.replace("✔ holds", "✔ no difference detectable"))
+    assert clean(amd) != clean(amd.replace("A beats B", "B beats A"))

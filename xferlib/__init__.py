@@ -16,7 +16,7 @@ import importlib
 # The one list: each module, lowest floor first, and the names it lends to ``xl``.
 _HOME = {
     "display": [],
-    "experiments": ["ClaimFailed", "Comparison", "claim", "compare"],
+    "experiments": ["ClaimFailed", "Comparison", "claim", "compare", "mean_interval"],
     "distributed": [],
     "storage": ["clear_cache"],
     "device": ["environment_report", "pick_device", "seed_everything"],
@@ -30,7 +30,7 @@ _HOME = {
     "costs": ["release_memory", "training_memory"],
     "checkpoints": ["load_checkpoint", "save_checkpoint"],
     "diagnostics": ["Finding", "doctor"],
-    "plots": ["plot_confusion_matrix", "plot_embedding", "plot_feature_maps", "plot_filters", "plot_history", "show_images"],
+    "plots": ["plot_confusion_matrix", "plot_embedding", "plot_feature_maps", "plot_filters", "plot_history", "show_figure", "show_images"],
     "quizzes": ["QuizError", "load_bank", "quiz"],
     "flashcards": [],
     "challenges": [],

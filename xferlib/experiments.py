@@ -106,6 +106,14 @@ def compare(a: Sequence[float] | Mapping, b: Sequence[float] | Mapping, names: t
     return Comparison(mean, mean - half, mean + half, n, tuple(names), level, percent, tuple(d.tolist()))
 
 
+def mean_interval(values: Sequence[float] | Mapping, level: float = 0.95, digits: int = 3) -> str:
+    """``values``' mean ± the half-width of its ``level`` t interval, as text ("0.733 ± 0.042"): one
+    contender's results over seeds or episodes (lessons 10 and 13; ``accuracy_spread`` gives the spread)."""
+    v = list(values.values()) if isinstance(values, Mapping) else list(np.asarray(values, dtype=float).ravel())
+    c = compare(v, [0.0] * len(v), level=level, percent=False)
+    return f"{c.mean:.{digits}f} ± {c.high - c.mean:.{digits}f}"
+
+
 class ClaimFailed(AssertionError):
     """A lesson's claim that its own numbers do not support."""
 

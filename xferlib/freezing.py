@@ -55,11 +55,13 @@ def is_pinned(module: nn.Module) -> bool:
     return isinstance(vars(module).get("train"), _PinnedTrain)
 
 
-def freeze(module: nn.Module) -> nn.Module:
+def freeze(module: nn.Module, weights: bool = True) -> nn.Module:
     """Freeze every parameter and BatchNorm statistic in ``module``, and keep its BatchNorm and
-    Dropout layers in inference mode from now on; returns it."""
+    Dropout layers in inference mode from now on; returns it. ``weights=False`` pins only the
+    layers' mode and leaves every weight trainable: fine-tuning that keeps the ImageNet statistics
+    (lessons 03, 10, 11)."""
     for p in module.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(not weights)
     for m in module.modules():
         if isinstance(m, MODE_DEPENDENT):
             m.eval()

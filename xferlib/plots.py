@@ -12,6 +12,44 @@ def _plt():
     return plt
 
 
+def show_figure(alt: str, fig=None) -> None:
+    """Show ``fig`` (the current figure) with ``alt`` as its text alternative, then close it.
+
+    JupyterLab draws a plain image output with no alt attribute whatever the notebook holds, so a
+    screen reader finds nothing there: in a notebook the figure goes out as an HTML ``<img alt>``
+    in the image format the inline backend is set to (PNG or JPEG). Used by every lesson's figures.
+    """
+    plt = _plt()
+    alt = " ".join(str(alt).split())
+    if len(alt.split()) < 5:
+        raise ValueError(f"a figure's text alternative says what the figure shows, in a sentence or more: {alt!r}")
+    fig = plt.gcf() if fig is None else fig
+    shell = _ipython()
+    bundle, meta = shell.display_formatter.format(fig) if shell is not None else ({}, {})
+    mime = next((m for m in ("image/png", "image/jpeg") if m in bundle), None)
+    if mime is None:  # a script or a terminal: matplotlib's own way
+        plt.show()
+        return
+    import base64
+    import html
+
+    from IPython.display import display
+
+    data = bundle[mime] if isinstance(bundle[mime], str) else base64.b64encode(bundle[mime]).decode()
+    size = "".join(f' {k}="{int(v)}"' for k, v in meta.get(mime, {}).items() if k in ("width", "height"))
+    img = f'<img src="data:{mime};base64,{data}"{size} alt="{html.escape(alt)}">'
+    display({"text/html": img, "text/plain": f"[figure] {alt}"}, raw=True)
+    plt.close(fig)
+
+
+def _ipython():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
 def plot_history(history, title: str | None = None):
     """Loss and accuracy per epoch, training against validation."""
     plt = _plt()
