@@ -171,7 +171,7 @@ def test_nbval_compares_checked_outputs_without_the_measured_numbers():
 
     assert "--nbval-sanitize-with tests/nbval_sanitize.cfg" in (REPO / "Makefile").read_text()
     patterns = get_sanitize_patterns((REPO / "tests" / "nbval_sanitize.cfg").read_text())
-    assert len(patterns) == 2
+    assert len(patterns) == 3
 
     def clean(s):
         for regex, replace in patterns:
@@ -183,3 +183,6 @@ def test_nbval_compares_checked_outputs_without_the_measured_numbers():
     assert clean(amd) == clean(intel)
     assert clean(amd) != clean(amd.replace("✔ holds", "✔ no difference detectable"))
     assert clean(amd) != clean(amd.replace("A beats B", "B beats A"))
+    figure = '<img src="data:image/png;base64,{}" alt="Accuracy rises with 2 epochs.">'
+    assert clean(figure.format("iVBORw0KGgoAAA+/=")) == clean(figure.format("iVBORw0KGgoBBB9z"))
+    assert clean(figure.format("iVBO")) != clean(figure.format("iVBO").replace("rises", "falls"))
