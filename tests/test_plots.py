@@ -98,7 +98,7 @@ def _notebook_shell(monkeypatch, fmt):
     shell = SimpleNamespace(display_formatter=DisplayFormatter())
     select_figure_formats(shell, {fmt})
     shown = []
-    monkeypatch.setattr(xl.plots, "_ipython", lambda: shell)
+    monkeypatch.setattr(xl.display, "ipython_shell", lambda: shell)
     monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
     return shown
 
@@ -133,7 +133,7 @@ def test_show_figure_asks_for_a_real_description(monkeypatch):
 def test_show_figure_outside_a_notebook_leaves_it_to_matplotlib(monkeypatch):
     import matplotlib.pyplot as plt
 
-    monkeypatch.setattr(xl.plots, "_ipython", lambda: None)
+    monkeypatch.setattr(xl.display, "ipython_shell", lambda: None)
     called = []
     monkeypatch.setattr(plt, "show", lambda: called.append(True))
     plt.subplots()

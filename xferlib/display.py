@@ -1,7 +1,7 @@
 """How xferlib talks to a person: is a notebook watching, and progress bars when someone is.
 
 This module imports neither PyTorch nor widgets, so ``python -m xferlib.quizzes`` stays fast.
-Used by training, features, text, data (downloads), quizzes and flashcards (HTML output).
+Used by training, features, text, data (downloads), quizzes and flashcards (HTML output), and plots (figures).
 """
 
 from __future__ import annotations
@@ -13,13 +13,18 @@ from collections import Counter
 from typing import Iterable
 
 
-def in_kernel() -> bool:
-    """True inside a Jupyter kernel (JupyterLab, Notebook, VS Code, Colab): widgets can show."""
+def ipython_shell():
+    """The running IPython shell, or None (a plain script, or no IPython installed)."""
     try:
         from IPython import get_ipython
     except ImportError:
-        return False
-    shell = get_ipython()
+        return None
+    return get_ipython()
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, Notebook, VS Code, Colab): widgets can show."""
+    shell = ipython_shell()
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 

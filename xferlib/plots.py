@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import display
+
 
 def _plt():
     import matplotlib.pyplot as plt
@@ -24,30 +26,18 @@ def show_figure(alt: str, fig=None) -> None:
     if len(alt.split()) < 5:
         raise ValueError(f"a figure's text alternative says what the figure shows, in a sentence or more: {alt!r}")
     fig = plt.gcf() if fig is None else fig
-    shell = _ipython()
+    shell = display.ipython_shell()
     bundle, meta = shell.display_formatter.format(fig) if shell is not None else ({}, {})
     mime = next((m for m in ("image/png", "image/jpeg") if m in bundle), None)
     if mime is None:  # a script or a terminal: matplotlib's own way
         plt.show()
         return
     import base64
-    import html
-
-    from IPython.display import display
 
     data = bundle[mime] if isinstance(bundle[mime], str) else base64.b64encode(bundle[mime]).decode()
     size = "".join(f' {k}="{int(v)}"' for k, v in meta.get(mime, {}).items() if k in ("width", "height"))
-    img = f'<img src="data:{mime};base64,{data}"{size} alt="{html.escape(alt)}">'
-    display({"text/html": img, "text/plain": f"[figure] {alt}"}, raw=True)
+    display.show_html(f'<img src="data:{mime};base64,{data}"{size} alt="{display.html_text(alt)}">', f"[figure] {alt}")
     plt.close(fig)
-
-
-def _ipython():
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    return get_ipython()
 
 
 def plot_history(history, title: str | None = None):
